@@ -1,0 +1,1 @@
+"""Accounts, partners, credit grants, holds, the ledger and drawdown."""

@@ -1,0 +1,420 @@
+"""Accounts, partners and their API keys, credit grants, holds and the append-only ledger.
+
+Models hold fields, constraints and tiny properties; every write goes through credits.services.
+Every invariant that must never break is also a named database constraint or trigger.
+"""
+
+from decimal import Decimal
+
+import pgtrigger
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from credits import ids
+from credits.money import CURRENCY_CHOICES, DECIMAL_PLACES, MAX_DIGITS
+
+
+def money_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, **kwargs)
+
+
+class Partner(models.Model):
+    """A partner system; its API keys see only the accounts it owns."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    webhook_url = models.URLField(blank=True)
+    webhook_secret = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.display_name or self.name
+
+
+class ApiKey(models.Model):
+    """A partner's Bearer key. Only its SHA-256 is stored; the raw key is shown once."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.partner})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Account(models.Model):
+    account_id = models.CharField("account id", max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    email = models.EmailField("billing email", blank=True)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default="USD")
+    auto_apply_credits = models.BooleanField(
+        default=True, help_text="Finalizing an invoice draws available credits automatically."
+    )
+    auto_apply_expiring_credits = models.BooleanField(
+        default=False,
+        help_text="Credits expiring within 7 days are applied to pending invoices by a daily job.",
+    )
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["account_id"]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} ({self.name})"
+
+
+class GrantType(models.TextChoices):
+    PROMOTIONAL = "promotional"
+    REFUND = "refund"
+    BONUS = "bonus"
+    PARTNER = "partner"
+    SUPPORT = "support"
+    REFERRAL = "referral"
+    MIGRATION = "migration"
+    PURCHASED = "purchased"
+
+
+class GrantStatus(models.TextChoices):
+    PENDING = "pending"
+    ACTIVE = "active"
+    RESERVED = "reserved"
+    APPLIED = "applied"
+    EXPIRED = "expired"
+    VOIDED = "voided"
+
+
+USABLE_STATUSES = (GrantStatus.ACTIVE, GrantStatus.RESERVED)
+OPEN_STATUSES = (GrantStatus.PENDING, GrantStatus.ACTIVE, GrantStatus.RESERVED)
+
+
+class UsageLimit(models.TextChoices):
+    UNLIMITED = "unlimited"
+    ONE_TIME = "one_time"
+    MONTHLY = "monthly"
+
+
+class CreditGrant(models.Model):
+    credit_id = models.CharField(max_length=40, unique=True, default=ids.credit_id, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="grants")
+    type = models.CharField(max_length=16, choices=GrantType.choices)
+    status = models.CharField(max_length=10, choices=GrantStatus.choices)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    original = money_field()
+    remaining = money_field()
+    used = money_field(default=Decimal("0"))
+    reserved = money_field(default=Decimal("0"), help_text="Held by draft invoices.")
+    price = money_field(help_text="What the customer pays for this credit (Octane).")
+    # source
+    description = models.CharField(max_length=500, blank=True)
+    reference_id = models.CharField(max_length=200, blank=True, db_index=True)
+    issued_by = models.CharField(max_length=200, blank=True, db_index=True)
+    reason = models.TextField(blank=True)
+    # dates
+    issued_at = models.DateTimeField(default=timezone.now, db_index=True)
+    effective_at = models.DateTimeField()
+    activated_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    auto_activate = models.BooleanField(default=True)
+    # maker-checker
+    approval_required = models.BooleanField(default=False)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.CharField(max_length=200, blank=True)
+    issuer_actor = models.CharField(
+        max_length=200, help_text="Who issued it (user:…, api_key:…, job:…)."
+    )
+    # restrictions
+    applicable_services = models.JSONField(default=list, blank=True)  # [] means all
+    minimum_spend = money_field(default=Decimal("0"))
+    maximum_discount = money_field(null=True, blank=True)
+    usage_limit = models.CharField(
+        max_length=10, choices=UsageLimit.choices, default=UsageLimit.UNLIMITED
+    )
+    account_restrictions = models.JSONField(default=list, blank=True)
+    # metadata
+    campaign_id = models.CharField(max_length=200, blank=True, db_index=True)
+    tags = models.JSONField(default=list, blank=True)
+    notes = models.TextField(blank=True)
+    transferable = models.BooleanField(default=False)
+    extra_metadata = models.JSONField(default=dict, blank=True)
+    transferred_from = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="transfers"
+    )
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+        permissions = [
+            ("approve_creditgrant", "Can approve credit grants"),
+            ("void_creditgrant", "Can void credit grants"),
+            ("transfer_creditgrant", "Can transfer credit grants"),
+        ]
+        indexes = [
+            # Drawdown candidates of one account.
+            models.Index(fields=["account", "currency", "status"], name="grant_account_cur_status"),
+            # The expiry job's and the expiry warnings' scan.
+            models.Index(
+                fields=["expires_at"],
+                name="grant_open_expiry",
+                condition=Q(status__in=["pending", "active", "reserved"])
+                & Q(expires_at__isnull=False),
+            ),
+            models.Index(
+                fields=["effective_at"],
+                name="grant_pending_effective",
+                condition=Q(status="pending"),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(original__gt=0), name="grant_original_positive"),
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0), name="grant_remaining_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(remaining__lte=F("original")), name="grant_remaining_within_original"
+            ),
+            models.CheckConstraint(
+                condition=Q(used__gte=0) & Q(used__lte=F("original") - F("remaining")),
+                name="grant_used_within_original",
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0) & Q(reserved__lte=F("remaining")),
+                name="grant_reserved_within_remaining",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(expires_at__gt=F("effective_at")),
+                name="grant_expires_after_effective",
+            ),
+            models.CheckConstraint(condition=Q(price__gte=0), name="grant_price_non_negative"),
+            models.CheckConstraint(
+                condition=Q(minimum_spend__gte=0), name="grant_minimum_spend_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(maximum_discount__isnull=True) | Q(maximum_discount__gt=0),
+                name="grant_maximum_discount_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=GrantStatus.values), name="grant_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__in=[c for c, _ in CURRENCY_CHOICES]),
+                name="grant_currency_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.credit_id
+
+    @property
+    def available(self) -> Decimal:
+        return self.remaining - self.reserved
+
+    @property
+    def services(self) -> frozenset[str] | None:
+        """None means every service ([] or ["all"] in the API)."""
+        services = [s for s in self.applicable_services or [] if s != "all"]
+        return frozenset(services) if services and "all" not in self.applicable_services else None
+
+    def derive_status(self) -> str:
+        """The status this grant's fields imply. Services call it after every change."""
+        if self.voided_at is not None:
+            return GrantStatus.VOIDED
+        if self.expired_at is not None:
+            return GrantStatus.EXPIRED
+        if self.activated_at is None:
+            return GrantStatus.PENDING
+        if self.remaining == 0:
+            return GrantStatus.APPLIED
+        if self.reserved == self.remaining:
+            return GrantStatus.RESERVED
+        return GrantStatus.ACTIVE
+
+
+class HoldStatus(models.TextChoices):
+    ACTIVE = "active"
+    RELEASED = "released"
+    CONSUMED = "consumed"
+
+
+class CreditHold(models.Model):
+    """Credit reserved for a draft invoice. Not a balance change, so not a ledger row; this row
+    is its own audit trail (who held it, who released or consumed it, when)."""
+
+    hold_id = models.CharField(max_length=40, unique=True, default=ids.hold_id, editable=False)
+    grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="holds")
+    invoice = models.ForeignKey("invoices.Invoice", on_delete=models.PROTECT, related_name="holds")
+    amount = money_field()
+    status = models.CharField(max_length=10, choices=HoldStatus.choices, default=HoldStatus.ACTIVE)
+    actor = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+            models.UniqueConstraint(
+                fields=["grant", "invoice"],
+                condition=Q(status="active"),
+                name="hold_one_active_per_grant_invoice",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.hold_id
+
+
+class EntryKind(models.TextChoices):
+    GRANT = "grant"
+    DEDUCTION = "deduction"
+    REVERSAL = "reversal"
+    VOID = "void"
+    EXPIRATION = "expiration"
+    TRANSFER_OUT = "transfer_out"
+    TRANSFER_IN = "transfer_in"
+
+
+CREDIT_KINDS = (EntryKind.GRANT, EntryKind.REVERSAL, EntryKind.TRANSFER_IN)
+DEBIT_KINDS = (EntryKind.DEDUCTION, EntryKind.VOID, EntryKind.EXPIRATION, EntryKind.TRANSFER_OUT)
+
+
+class LedgerEntry(models.Model):
+    """One change of one grant's balance. Append-only: the database refuses UPDATE and DELETE.
+
+    `related_entry` names the entry that caused this one: the deduction a reversal undoes, the
+    deduction whose one_time remainder an expiration forfeits, the reversal that an immediate
+    re-expiry or re-void follows, the transfer_out a transfer_in receives. Unique per (cause,
+    kind), so nothing can be reversed, forfeited or re-expired twice.
+    """
+
+    entry_id = models.CharField(max_length=40, unique=True, default=ids.entry_id, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="ledger_entries")
+    grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=12, choices=EntryKind.choices)
+    amount = money_field(help_text="Signed: + adds to the grant's balance, - takes from it.")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    balance_after = money_field()
+    invoice = models.ForeignKey(
+        "invoices.Invoice",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_entries",
+    )
+    invoice_line = models.ForeignKey(
+        "invoices.InvoiceLine",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_entries",
+    )
+    related_entry = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="consequences"
+    )
+    actor = models.CharField(max_length=200)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [
+            models.Index(fields=["grant", "created_at"], name="ledger_grant_time"),
+            models.Index(fields=["account", "created_at"], name="ledger_account_time"),
+            models.Index(fields=["created_at"], name="ledger_time"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(kind__in=CREDIT_KINDS) & Q(amount__gt=0))
+                | (Q(kind__in=DEBIT_KINDS) & Q(amount__lt=0)),
+                name="ledger_sign_matches_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="ledger_balance_after_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind=EntryKind.DEDUCTION) | Q(invoice__isnull=False),
+                name="ledger_deduction_has_invoice",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind=EntryKind.REVERSAL) | Q(related_entry__isnull=False),
+                name="ledger_reversal_names_deduction",
+            ),
+            models.UniqueConstraint(
+                fields=["grant"], condition=Q(kind="grant"), name="ledger_one_grant_entry"
+            ),
+            models.UniqueConstraint(
+                fields=["grant"],
+                condition=Q(kind="expiration", related_entry__isnull=True),
+                name="ledger_one_expiration_per_grant",
+            ),
+            models.UniqueConstraint(
+                fields=["grant"],
+                condition=Q(kind="void", related_entry__isnull=True),
+                name="ledger_one_void_per_grant",
+            ),
+            models.UniqueConstraint(
+                fields=["related_entry", "kind"],
+                condition=Q(related_entry__isnull=False),
+                name="ledger_one_consequence_per_cause",
+            ),
+        ]
+        triggers = [
+            pgtrigger.Protect(
+                name="ledger_append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.entry_id
+
+
+class GrantEventKind(models.TextChoices):
+    APPROVED = "approved"
+    ACTIVATED = "activated"
+    HOLD_PLACED = "hold_placed"
+    HOLD_RELEASED = "hold_released"
+
+
+class GrantEvent(models.Model):
+    """Audit row for a change of a grant that moves no money (approval, activation, holds).
+    Balance changes are ledger entries instead. Append-only like the ledger."""
+
+    grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="events")
+    kind = models.CharField(max_length=16, choices=GrantEventKind.choices)
+    actor = models.CharField(max_length=200)
+    reason = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        triggers = [
+            pgtrigger.Protect(
+                name="grant_event_append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.grant_id} {self.kind}"

@@ -1,0 +1,1 @@
+"""Invoices, their lines and settlement (drawing credits through credits.services)."""
