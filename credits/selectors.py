@@ -149,7 +149,9 @@ def ledger_problems() -> list[LedgerProblem]:
     else:
         rows = _verify_rows_portable()
     problems = []
+    cents = Decimal("0.01")  # every money column has 2 places; SQLite sums may drop them
     for credit_id, original, remaining, used, reserved, total, lused, entries, last in rows:
+        total, lused = Decimal(total).quantize(cents), Decimal(lused).quantize(cents)
         reasons = []
         if entries == 0:
             reasons.append("has no ledger entries")

@@ -35,7 +35,7 @@ def make_grant(account=None, amount="100.00", *, actor=TEST_ACTOR, **kwargs):
     kwargs.setdefault("type", "promotional")
     kwargs.setdefault("currency", (account.currency if account else "USD"))
     return grant_issue(
-        account=account or AccountFactory(), amount=Decimal(amount), actor=actor, **kwargs
+        account=account or AccountFactory(), amount=amount, actor=actor, **kwargs
     )
 
 
