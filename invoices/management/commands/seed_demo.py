@@ -143,6 +143,18 @@ class Command(BaseCommand):
                 reason="Apology for incident",
                 expiration_days=45,
             )
+            if month == 2:
+                # Drawn on by one invoice, then left to expire: expired with part used.
+                issue(
+                    a123,
+                    "1000.00",
+                    at=at + timedelta(days=10),
+                    type="bonus",
+                    description="Conference voucher",
+                    campaign_id="summit_2026",
+                    issued_by="events_team",
+                    expiration_days=30,
+                )
             inv = invoice(
                 a123,
                 [
@@ -299,6 +311,12 @@ class Command(BaseCommand):
         invoice_finalize(invoice=j_inv, actor=staff, now=ago(2))
         grants_expire(actor=Actor.for_job("expire_credits"), now=now)
 
+        # Billed before the customer had any credit and never paid: overdue.
+        late = invoice(
+            acct["account_globex"], [("support", "Onboarding", "1", "1200.00")], at=ago(50)
+        )
+        invoice_finalize(invoice=late, actor=staff, now=ago(50))
+        invoices_mark_overdue(actor=Actor.for_job("mark_overdue_invoices"), now=now)
         g_inv = invoice(acct["account_globex"], [("clusters", "GPU", "1", "5000.00")], at=ago(0, 4))
         invoice_finalize(invoice=g_inv, actor=staff, now=ago(0, 4))
         # A credit fully held by a draft: `reserved` until the draft is finalized or voided.
