@@ -9,6 +9,7 @@ is committed, never on a stale copy they were handed.
 from collections.abc import Iterable
 
 from django.db import connection
+from django.db.models import Q
 
 from credits.models import CreditGrant
 
@@ -23,6 +24,15 @@ def lock_grants(pks: Iterable[int]) -> dict[int, CreditGrant]:
 
 def lock_grant(pk: int) -> CreditGrant:
     return lock_grants([pk])[pk]
+
+
+def lock_grants_matching(condition: Q) -> dict[int, CreditGrant]:
+    """Lock the grants matching `condition` in one statement instead of a SELECT of their pks
+    and then lock_grants (one round trip less per settlement). PostgreSQL locks the rows in
+    the ORDER BY order, the same global pk order, and re-checks `condition` on each row's
+    latest version once it holds the lock."""
+    rows = CreditGrant.objects.select_for_update().filter(condition).order_by("pk")
+    return {g.pk: g for g in rows}
 
 
 def lock_invoices(pks: Iterable[int]):

@@ -10,6 +10,7 @@ import pgtrigger
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Round
 from django.utils import timezone
 
 from credits import ids
@@ -192,7 +193,9 @@ class CreditGrant(models.Model):
                 condition=Q(remaining__lte=F("original")), name="grant_remaining_within_original"
             ),
             models.CheckConstraint(
-                condition=Q(used__gte=0) & Q(used__lte=F("original") - F("remaining")),
+                # Rounded to the column's 2 places: SQLite does CHECK arithmetic in binary
+                # floating point (0.30 - 0.20 < 0.10 there); on PostgreSQL it is exact anyway.
+                condition=Q(used__gte=0) & Q(used__lte=Round(F("original") - F("remaining"), 2)),
                 name="grant_used_within_original",
             ),
             models.CheckConstraint(

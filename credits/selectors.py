@@ -126,7 +126,7 @@ LEFT JOIN (
            SUM(amount) AS total,
            -SUM(CASE WHEN kind IN ('deduction', 'reversal') THEN amount ELSE 0 END) AS used,
            COUNT(*) AS entries,
-           (ARRAY_AGG(balance_after ORDER BY created_at DESC, id DESC))[1] AS last_balance
+           (ARRAY_AGG(balance_after ORDER BY id DESC))[1] AS last_balance
     FROM credits_ledgerentry GROUP BY grant_id
 ) l ON l.grant_id = g.id
 WHERE COALESCE(l.total, 0) <> g.remaining
@@ -186,9 +186,11 @@ def _verify_rows_portable():
         )
     }
     last = {}
-    for grant_id, balance in LedgerEntry.objects.order_by(
-        "grant_id", "created_at", "id"
-    ).values_list("grant_id", "balance_after"):
+    # Write order (id), not created_at: a service's `now` is read before it waits for the
+    # grant's lock, so the entry written last may carry the earlier timestamp.
+    for grant_id, balance in LedgerEntry.objects.order_by("grant_id", "id").values_list(
+        "grant_id", "balance_after"
+    ):
         last[grant_id] = balance
     out = []
     for g in CreditGrant.objects.order_by("pk").values_list(
@@ -202,8 +204,9 @@ def _verify_rows_portable():
             remaining,
             used,
             reserved,
-            s["total"],
-            s["used"] or ZERO,
+            # SQLite sums money as binary floats (2.01 - 0.50 - 1.51 != 0): back to 2 places.
+            Decimal(s["total"]).quantize(Decimal("0.01")),
+            Decimal(s["used"] or ZERO).quantize(Decimal("0.01")),
             s["entries"],
             last.get(pk),
         )
@@ -238,8 +241,8 @@ def credit_report(grants: QuerySet, *, currency: str | None = None) -> dict:
         totals = qs.aggregate(
             count=Count("id"),
             issued=_sum("original"),
-            used=_sum(used_expr),
-            remaining=_sum("remaining"),
+            used_sum=_sum(used_expr),
+            remaining_sum=_sum("remaining"),
             expired=_sum(expired_amount),
             activated=Count("id", filter=Q(status=GrantStatus.ACTIVE, used__gt=0)),
             partially_used=Count(
@@ -251,32 +254,36 @@ def credit_report(grants: QuerySet, *, currency: str | None = None) -> dict:
         )
         if not totals["count"]:
             continue
-        by_type = list(
-            qs.values("type")
+        totals = _unalias(totals)
+        by_type = [
+            _unalias(row)
+            for row in qs.values("type")
             .annotate(
                 count=Count("id"),
                 issued=_sum("original"),
-                used=_sum(used_expr),
-                remaining=_sum("remaining"),
+                used_sum=_sum(used_expr),
+                remaining_sum=_sum("remaining"),
             )
             .order_by("type")
-        )
-        by_source = list(
-            qs.values("issued_by")
-            .annotate(count=Count("id"), issued=_sum("original"), used=_sum(used_expr))
+        ]
+        by_source = [
+            _unalias(row)
+            for row in qs.values("issued_by")
+            .annotate(count=Count("id"), issued=_sum("original"), used_sum=_sum(used_expr))
             .order_by("-issued", "issued_by")
-        )
-        monthly = list(
-            qs.annotate(month=TruncMonth("issued_at"))
+        ]
+        monthly = [
+            _unalias(row)
+            for row in qs.annotate(month=TruncMonth("issued_at"))
             .values("month")
             .annotate(
                 count=Count("id"),
                 issued=_sum("original"),
-                used=_sum(used_expr),
+                used_sum=_sum(used_expr),
                 expired=_sum(expired_amount),
             )
             .order_by("month")
-        )
+        ]
         out[cur] = {
             "totals": totals,
             "utilization_rate": _rate(totals["used"], totals["issued"]),
@@ -285,6 +292,12 @@ def credit_report(grants: QuerySet, *, currency: str | None = None) -> dict:
             "monthly": monthly,
         }
     return out
+
+
+def _unalias(row: dict) -> dict:
+    """Aggregates cannot be named like the fields they read (used, remaining): they are
+    computed as `<name>_sum` and handed back under the field's name."""
+    return {k.removesuffix("_sum") if k.endswith("_sum") else k: v for k, v in row.items()}
 
 
 def _rate(part: Decimal, whole: Decimal) -> Decimal:

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Round
 from django.utils import timezone
 
 from credits import ids
@@ -85,7 +86,8 @@ class Invoice(models.Model):
                 name="invoice_credits_within_subtotal",
             ),
             models.CheckConstraint(
-                condition=Q(total=F("subtotal") - F("credits_total")),
+                # Rounded to 2 places: SQLite computes this in binary floating point.
+                condition=Q(total=Round(F("subtotal") - F("credits_total"), 2)),
                 name="invoice_total_is_subtotal_less_credits",
             ),
             models.CheckConstraint(

@@ -21,7 +21,7 @@ from django.utils import timezone
 from credits import allocation
 from credits.actors import Actor
 from credits.exceptions import BusinessRuleViolation, Conflict, ValidationFailed
-from credits.locking import lock_grants, lock_invoices
+from credits.locking import lock_grants, lock_grants_matching, lock_invoices
 from credits.models import OPEN_STATUSES, Account, CreditGrant, CreditHold, GrantStatus
 from credits.money import check_currency, fmt, from_minor, parse_amount, quantum, to_minor
 from credits.services import (
@@ -33,6 +33,7 @@ from credits.services import (
     holds_release_locked,
     live_deductions,
     referrals_activate_for_account_locked,
+    save_fields,
 )
 from invoices.models import (
     OPEN_INVOICE_STATUSES,
@@ -330,7 +331,7 @@ def _write_settlement(
         if covered.get(line.pk):
             line.credited += covered[line.pk]
             touched.append(line)
-    InvoiceLine.objects.bulk_update(touched, ["credited"])
+    save_fields(InvoiceLine, touched, ["credited"])
     grants_deduct_locked(
         invoice=invoice,
         draws=[
@@ -361,14 +362,23 @@ def _order_key(grant: CreditGrant):
     )
 
 
-def _lock_for_settlement(invoice_pk: int, *, with_available: bool):
-    """Lock the invoice, then its held grants and (if asked) the account's usable grants."""
+def _lock_for_settlement(invoice_pk: int, *, with_available: bool | None):
+    """Lock the invoice, then in one pass its held grants and (if asked; None: if its account
+    auto-applies credits) the account's usable grants. One pass: a second one could take a
+    lower pk after a higher one and deadlock with a settlement locking in pk order."""
     invoice = lock_invoices([invoice_pk])[invoice_pk]
     holds = active_holds(invoice)
+    if with_available is None:
+        with_available = invoice.account.auto_apply_credits
     q = Q(pk__in=list(holds))
     if with_available:
         q |= usable_grants_q(invoice)
-    grants = lock_grants(CreditGrant.objects.filter(q).values_list("pk", flat=True))
+    grants = lock_grants_matching(q)
+    # Re-read: a void or the expiry job releases a hold under its grant's lock, not the
+    # invoice's, so the holds read before the grants were locked may be gone. (New holds need
+    # the invoice's lock, held here, so nothing is missed, and no holds stay no holds.)
+    if holds:
+        holds = active_holds(invoice)
     return invoice, holds, grants
 
 
@@ -377,11 +387,8 @@ def invoice_finalize(*, invoice: Invoice, actor: Actor, now: datetime | None = N
     """draft -> pending: holds become deductions, then (if the account auto-applies credits)
     available credit is drawn in Octane order; an invoice left with nothing due is paid."""
     now = now or timezone.now()
-    invoice, holds, grants = _lock_for_settlement(invoice.pk, with_available=False)
+    invoice, holds, grants = _lock_for_settlement(invoice.pk, with_available=None)
     _require_status(invoice, (InvoiceStatus.DRAFT,), "finalize")
-    if invoice.account.auto_apply_credits:
-        # Second lock pass, same order rule: grants only ever after the invoice, by pk.
-        invoice, holds, grants = _relock_with_available(invoice, holds)
     charges = charge_lines(invoice)
     if not charges:
         raise BusinessRuleViolation("An invoice needs at least one line to be finalized.")
@@ -425,15 +432,6 @@ def invoice_finalize(*, invoice: Invoice, actor: Actor, now: datetime | None = N
     _event(invoice, InvoiceEventKind.FINALIZED, actor, now, credits=str(invoice.credits_total))
     referrals_activate_for_account_locked(account=invoice.account, actor=actor, now=now)
     return invoice
-
-
-def _relock_with_available(invoice: Invoice, holds):
-    grants = lock_grants(
-        CreditGrant.objects.filter(Q(pk__in=list(holds)) | usable_grants_q(invoice)).values_list(
-            "pk", flat=True
-        )
-    )
-    return invoice, holds, grants
 
 
 @transaction.atomic
