@@ -95,10 +95,26 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ("partner",)
     search_fields = ("=prefix", "name")
     exclude = ("key_hash",)
+    actions = ["revoke_keys"]
 
     @admin.display(boolean=True)
     def revoked(self, obj) -> bool:
         return obj.revoked_at is not None
+
+    @admin.action(permissions=["revoke"], description="Revoke selected API keys")
+    def revoke_keys(self, request, queryset):
+        from billing_api.services import api_key_revoke
+
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(key=key)
+            self.log_change(request, key, "Revoked")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key(s); they are refused from now on.")
+
+    def has_revoke_permission(self, request) -> bool:
+        # Revoking is the one change a key allows; whoever may change keys may revoke them.
+        return request.user.has_perm("credits.change_apikey")
 
     def has_add_permission(self, request) -> bool:
         return False

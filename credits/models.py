@@ -178,6 +178,15 @@ class CreditGrant(models.Model):
                 condition=Q(status__in=["pending", "active", "reserved"])
                 & Q(expires_at__isnull=False),
             ),
+            # An account's credits newest first (the API's and admin's lists), and its open
+            # credits soonest-expiring first: range scans instead of filtering 10^6 rows.
+            models.Index(fields=["account", "-issued_at", "-id"], name="grant_account_issued"),
+            models.Index(
+                fields=["account", "expires_at", "id"],
+                name="grant_account_open_expiry",
+                condition=Q(status__in=["pending", "active", "reserved"])
+                & Q(expires_at__isnull=False),
+            ),
             models.Index(
                 fields=["effective_at"],
                 name="grant_pending_effective",

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -34,6 +34,7 @@ from credits.models import (
     GrantType,
     HoldStatus,
     LedgerEntry,
+    Partner,
     UsageLimit,
 )
 from credits.money import check_currency, fmt, parse_amount
@@ -62,6 +63,45 @@ class Draw:
     amount: Decimal
     invoice_line: object  # invoices.InvoiceLine (credit line)
     description: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounts
+
+
+def account_create(
+    *,
+    partner: Partner,
+    account_id: str,
+    name: str,
+    email: str = "",
+    currency: str = "USD",
+    auto_apply_credits: bool = True,
+) -> Account:
+    """An account owned by `partner` (only its keys will see it). Account ids are global."""
+    check_currency(currency)
+    account_id = account_id.strip()
+    if not account_id:
+        raise ValidationFailed("accountId is required.", field="accountId")
+    if Account.objects.filter(account_id=account_id).exists():
+        raise Conflict(
+            f"Account {account_id} already exists.", code="account_exists", field="accountId"
+        )
+    try:
+        with transaction.atomic():
+            return Account.objects.create(
+                account_id=account_id,
+                name=name.strip(),
+                email=email,
+                currency=currency,
+                auto_apply_credits=auto_apply_credits,
+                partner=partner,
+            )
+    except IntegrityError:
+        # Lost a race with a concurrent create of the same id.
+        raise Conflict(
+            f"Account {account_id} already exists.", code="account_exists", field="accountId"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""JSON rendering with Decimal written as a JSON number from its exact text (325.50, 1200).
+
+The stdlib encoder turns Decimal into a float or a string; money must stay exact and numeric,
+so Decimals are written from their own text (see _MARKED below). Amounts arrive already
+quantized to their currency's precision (billing_api.presenters), which is kept as is.
+"""
+
+import json
+import re
+import secrets
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from django.utils.functional import Promise
+from rest_framework.renderers import JSONRenderer
+
+
+def iso(value: datetime | None) -> str | None:
+    """UTC, `Z`-suffixed, whole seconds as in the seed unless the instant has a fraction."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if value.microsecond else "%Y-%m-%dT%H:%M:%SZ"
+    return value.strftime(fmt)
+
+
+# Decimals travel through the C JSON encoder as marked strings, then lose their quotes: the
+# marker holds a per-process random nonce after a NUL (which no stored text contains: input with
+# NUL is refused), so no user string can be mistaken for a number.
+_NONCE = secrets.token_hex(6)
+_MARK = "\x00" + _NONCE
+_MARKED = re.compile(r'"\\u0000' + _NONCE + r'(-?[0-9]+(?:\.[0-9]+)?)"')
+
+
+def _default(value):
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot render {value} as JSON")
+        return _MARK + format(value, "f")
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Promise):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _unquote(match: re.Match) -> str:
+    return match.group(1)
+
+
+def dumps(value) -> str:
+    text = json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=True)
+    return _MARKED.sub(_unquote, text)
+
+
+class MoneyJSONRenderer(JSONRenderer):
+    media_type = "application/json"
+    format = "json"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        if data is None:
+            return b""
+        return dumps(data).encode("ascii")

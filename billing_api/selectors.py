@@ -1,0 +1,277 @@
+"""Reads the partner API needs beyond credits.selectors: the credits list's summary and
+recommendations (one aggregate query over the filtered set, whatever its size), usage history
+for a page of credits (one query), balances for a page of accounts (one query) and for a whole
+partner. Every sum runs in the database."""
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import Avg, Count, DecimalField, F, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+
+from credits.models import (
+    OPEN_STATUSES,
+    USABLE_STATUSES,
+    CreditGrant,
+    EntryKind,
+    GrantStatus,
+    LedgerEntry,
+)
+from credits.money import CURRENCIES, fmt, q
+from credits.selectors import Balance
+
+ZERO = Decimal("0")
+MONEY = DecimalField(max_digits=18, decimal_places=2)
+EXPIRY_WARNING_DAYS = 90
+URGENT_DAYS = 7
+MAX_EXPIRY_WARNINGS = 3
+# How the seed words services in its recommendations ("GPU cluster or AI service usage").
+SERVICE_WORDS = {"clusters": "GPU cluster", "ai-services": "AI service"}
+
+
+def _sum(expr) -> Coalesce:
+    return Coalesce(Sum(expr), Value(ZERO), output_field=MONEY)
+
+
+def _when(condition: Q, then=None):
+    """Sum of `then` (default: remaining) over the rows meeting `condition` (an aggregate
+    FILTER clause where the database has one: cheaper than a CASE per row)."""
+    then = F("remaining") if then is None else then
+    return Coalesce(Sum(then, filter=condition), Value(ZERO), output_field=MONEY)
+
+
+def _unused_window(now: datetime) -> Q:
+    # Never used, usable, and not already named by an expiration warning.
+    return Q(status=GrantStatus.ACTIVE, used=0, remaining__gt=0) & (
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now + timedelta(days=EXPIRY_WARNING_DAYS))
+    )
+
+
+def credits_summary(qs: QuerySet, *, now: datetime) -> dict[str, dict]:
+    """Per currency: the seed's summary (amounts are remaining credit) plus the unused credit
+    per type that the recommendations speak of. One GROUP BY over the filtered grants."""
+    soon = now + timedelta(days=30)
+    unrestricted = Q(applicable_services=["all"]) | Q(applicable_services=[])
+    rows = (
+        qs.order_by()
+        .values("currency", "type", "status")
+        .annotate(
+            n=Count("id"),
+            remaining_sum=_sum("remaining"),
+            used_sum=_sum("used"),
+            expiring=_when(Q(status__in=OPEN_STATUSES, expires_at__gt=now, expires_at__lte=soon)),
+            unused_any=_when(_unused_window(now) & unrestricted),
+            unused_restricted=_when(_unused_window(now) & ~unrestricted),
+        )
+    )
+    out: dict[str, dict] = {}
+    for r in rows:
+        cur = r["currency"]
+        s = out.setdefault(
+            cur,
+            {
+                "totalCredits": ZERO,
+                "totalUsed": ZERO,
+                "byType": {},
+                "byStatus": {},
+                "expiringWithin30Days": ZERO,
+                "currency": cur,
+                "count": 0,
+                "_unused": {},
+            },
+        )
+        s["totalCredits"] += r["remaining_sum"]
+        s["totalUsed"] += r["used_sum"]
+        s["expiringWithin30Days"] += r["expiring"]
+        s["count"] += r["n"]
+        for group, name in (("byType", r["type"]), ("byStatus", r["status"])):
+            entry = s[group].setdefault(name, {"amount": ZERO, "count": 0})
+            entry["amount"] += r["remaining_sum"]
+            entry["count"] += r["n"]
+        if r["unused_any"] or r["unused_restricted"]:
+            u = s["_unused"].setdefault(r["type"], {"any": ZERO, "restricted": ZERO})
+            u["any"] += r["unused_any"]
+            u["restricted"] += r["unused_restricted"]
+    for cur, s in out.items():
+        s["totalCredits"] = q(s["totalCredits"], cur)
+        s["totalUsed"] = q(s["totalUsed"], cur)
+        s["expiringWithin30Days"] = q(s["expiringWithin30Days"], cur)
+        for group in ("byType", "byStatus"):
+            for entry in s[group].values():
+                entry["amount"] = q(entry["amount"], cur)
+    return out
+
+
+def empty_summary(currency: str) -> dict:
+    return {
+        "totalCredits": q(ZERO, currency),
+        "totalUsed": q(ZERO, currency),
+        "byType": {},
+        "byStatus": {},
+        "expiringWithin30Days": q(ZERO, currency),
+        "currency": currency,
+        "count": 0,
+        "_unused": {},
+    }
+
+
+def _services_phrase(services: list[str]) -> str:
+    names = [SERVICE_WORDS.get(s, s.replace("-", " ")) for s in services if s != "all"]
+    if not names or "all" in services:
+        return "service"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _long_date(at: datetime) -> str:
+    return f"{at:%B} {at.day}, {at.year}"
+
+
+def recommendations(qs: QuerySet, summaries: dict[str, dict], *, now: datetime) -> list[dict]:
+    """The seed's recommendations, from the same filtered grants as the summary: a warning for
+    each of the (up to 3) usable credits expiring soonest within 90 days, then the never-used
+    credit per type (one query for the warnings; the rest comes from the summary)."""
+    out = []
+    expiring = (
+        qs.filter(
+            status__in=USABLE_STATUSES,
+            remaining__gt=0,
+            expires_at__gt=now,
+            expires_at__lte=now + timedelta(days=EXPIRY_WARNING_DAYS),
+        )
+        .order_by("expires_at", "pk")
+        .only(
+            "credit_id",
+            "type",
+            "currency",
+            "remaining",
+            "description",
+            "expires_at",
+            "applicable_services",
+        )[:MAX_EXPIRY_WARNINGS]
+    )
+    for g in expiring:
+        label = (g.description.split(" - ")[0].strip() or g.type).lower()
+        days_left = (g.expires_at - now).days
+        out.append(
+            {
+                "type": "expiration_warning",
+                "priority": "high" if days_left < URGENT_DAYS else "medium",
+                "title": f"Use {g.type.title()} Credit Before Expiration",
+                "description": (
+                    f"Your {label} credit of {fmt(g.remaining, g.currency)} will expire on "
+                    f"{_long_date(g.expires_at)}. Consider using it for upcoming "
+                    f"{_services_phrase(g.applicable_services or ['all'])} usage."
+                ),
+                "potentialSavings": q(g.remaining, g.currency),
+                "currency": g.currency,
+                "creditIds": [g.credit_id],
+            }
+        )
+    unused = []
+    for cur, s in summaries.items():
+        for type_, amounts in s["_unused"].items():
+            total = amounts["any"] + amounts["restricted"]
+            scope = "any service" if not amounts["restricted"] else "their eligible services"
+            unused.append(
+                {
+                    "type": "unused_credit",
+                    "priority": "low",
+                    "title": f"Apply {type_.title()} Credit to Outstanding Invoices",
+                    "description": (
+                        f"You have {fmt(total, cur)} in {type_} credits that can be applied to "
+                        f"{scope}. Consider applying to reduce your next invoice."
+                    ),
+                    "potentialSavings": q(total, cur),
+                    "currency": cur,
+                    "creditIds": [],
+                }
+            )
+    unused.sort(key=lambda r: (-r["potentialSavings"], r["title"]))
+    return out + unused
+
+
+def usage_history(grant_pks: list[int]) -> dict[int, list[dict]]:
+    """Live applications (deductions not reversed) per grant, newest first; one query."""
+    if not grant_pks:
+        return {}
+    rows = (
+        LedgerEntry.objects.filter(grant_id__in=grant_pks, kind=EntryKind.DEDUCTION)
+        .exclude(consequences__kind=EntryKind.REVERSAL)
+        .order_by("-created_at", "-id")
+        .values(
+            "grant_id",
+            "created_at",
+            "amount",
+            "currency",
+            "reason",
+            "invoice__invoice_id",
+            "invoice__invoice_number",
+        )
+    )
+    from billing_api.presenters import usage_json
+
+    out: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        out[r["grant_id"]].append(usage_json(r))
+    return out
+
+
+def balances_for_accounts(account_pks: list[int], *, now: datetime) -> dict[int, list[Balance]]:
+    """credits.selectors.account_balances for many accounts in one query."""
+    if not account_pks:
+        return {}
+    soon = now + timedelta(days=30)
+    usable = Q(status__in=USABLE_STATUSES)
+    rows = (
+        CreditGrant.objects.filter(account_id__in=account_pks, status__in=OPEN_STATUSES)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .values("account_id", "currency")
+        .annotate(
+            available_sum=_when(usable, F("remaining") - F("reserved")),
+            reserved_sum=_when(usable, F("reserved")),
+            pending_sum=_when(Q(status=GrantStatus.PENDING)),
+            expiring_sum=_when(usable & Q(expires_at__lte=soon)),
+        )
+        .order_by("account_id", "currency")
+    )
+    out: dict[int, list[Balance]] = defaultdict(list)
+    for r in rows:
+        cur = r["currency"]
+        out[r["account_id"]].append(
+            Balance(
+                currency=cur,
+                available=q(r["available_sum"], cur),
+                reserved=q(r["reserved_sum"], cur),
+                pending=q(r["pending_sum"], cur),
+                expiring_30d=q(r["expiring_sum"], cur),
+            )
+        )
+    return out
+
+
+def ledger_balance_as_of(entries: QuerySet, at: datetime) -> dict[str, Decimal]:
+    """Sum of the ledger per currency up to `at` (the balance then), over any set of entries."""
+    rows = (
+        entries.filter(created_at__lte=at)
+        .order_by()
+        .values("currency")
+        .annotate(balance=Sum("amount"))
+        .order_by("currency")
+    )
+    return {r["currency"]: q(r["balance"], r["currency"]) for r in rows}
+
+
+def source_usage_rates(grants: QuerySet, currency: str) -> dict[str, Decimal]:
+    """Per issuedBy: the average of each credit's used/original in percent (the seed's
+    'Average Usage Rate'), one decimal."""
+    rows = (
+        grants.filter(currency=currency)
+        .order_by()
+        .values("issued_by")
+        .annotate(rate=Avg(F("used") * Value(Decimal("100")) / F("original"), output_field=MONEY))
+    )
+    return {r["issued_by"]: Decimal(r["rate"] or 0).quantize(Decimal("0.1")) for r in rows}
+
+
+__all__ = ["CURRENCIES"]
