@@ -110,6 +110,13 @@ class Decision:
 
 @dataclass
 class Plan:
+    """The outcome of :func:`plan`.
+
+    ``allocations`` has one entry per (grant, invoice, line) with a positive amount, ordered
+    by the grant's drawdown rank, then invoice order, then line order; ``decisions`` has one
+    entry per (grant, invoice) pair, grants in drawdown order, invoices in the given order.
+    """
+
     strategy: str
     allocations: list[Allocation]
     decisions: list[Decision]
@@ -534,10 +541,11 @@ def _ordered_limits(limits: list[str]) -> list[str]:
 class _FlowNetwork:
     """Successive shortest paths (SPFA) min-cost max-flow with exact integer costs.
 
-    The graphs here have a few dozen nodes, so a queue-based Bellman-Ford per augmentation
-    is plenty and, unlike Dijkstra with potentials, needs no care about the negative costs
-    that encode our preferences. Each augmentation pushes the path's bottleneck, so the
-    number of rounds depends on the graph's shape, not on the amounts (up to ~1e12).
+    The graphs have one node per grant, (grant, invoice) pair and line, so they stay small;
+    a queue-based Bellman-Ford per augmentation is enough and, unlike Dijkstra, needs no
+    potentials to cope with the negative costs that encode our preferences. Each
+    augmentation pushes the path's bottleneck, so the number of rounds depends on the
+    graph's shape, not on the amounts (up to ~1e12 minor units).
     """
 
     def __init__(self, n_nodes: int) -> None:
@@ -606,59 +614,81 @@ class _FlowNetwork:
 
 @dataclass(frozen=True)
 class _Solution:
-    total: int
-    value: int  # lexicographic preference score; higher is better for the same total
-    cells: dict  # (rank, invoice index, line index) -> amount
+    # (total, G, X, x) as described on _MaxSavings; tuples compare lexicographically, and
+    # since x is the whole allocation, equal keys mean the very same plan.
+    key: tuple
+    cells: dict  # (rank, invoice index, line index) -> amount > 0
 
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.total, self.value)
+
+def _lexicographic_weights(items: list, bound: int) -> dict:
+    """Costs that turn "maximise these amounts lexicographically" into one linear objective.
+
+    Every amount lies in [0, bound]. With base B = bound + 1 and w_k = B ** (K - 1 - k),
+    sum(w_k * v_k) is the vector read as a K-digit number in base B, so comparing sums is
+    exactly comparing vectors lexicographically: whatever the later amounts, their weighted
+    sum is at most sum(bound * B ** i for i < K - 1 - k) = B ** (K - 1 - k) - 1 < w_k.
+    Python integers are unbounded, so these (large) weights stay exact.
+    """
+    base = bound + 1
+    return {item: base ** (len(items) - 1 - k) for k, item in enumerate(items)}
+
+
+@dataclass(frozen=True)
+class _Head:
+    key: tuple  # (total, G)
+    per_grant: dict[int, int]
+    per_pair: dict[tuple[int, int], int]
 
 
 class _MaxSavings:
-    """Max-flow for the largest total, with costs that make ties lexicographic.
+    """The largest total the restrictions allow, ties broken lexicographically.
 
-    Network: super-source -[max_total]-> source -[available]-> grant
-    -[min(available, maximum_discount - prior)]-> (grant, invoice) -[due]-> line -[due]-> sink.
+    Network (integer capacities): super-source -[max_total]-> source -[available]-> grant
+    -[min(available, maximum_discount - prior)]-> (grant, invoice) -[due]-> line -[due]->
+    sink, with a (grant, invoice) -> line edge for each line the grant may pay.
 
-    Tie-break. Among plans with the maximum total we prefer, lexicographically, the vector
-        (G_0, ..., G_n-1,  X_00, X_01, ..., X_n-1,m-1,  x_000, x_001, ...)
-    where G_r is what grant of drawdown rank r gives in total, X_rj what it gives to invoice
-    j and x_rjl what it gives to line l of invoice j (pairs and cells in (rank, invoice,
-    line) order): first more from earlier grants, then, for each grant, more on earlier
-    invoices, then on earlier lines. Every component lies in [0, U] with U = sum of all
-    dues, so with base B = U + 1 and weights w_k = B ** (K - 1 - k) the score sum(w_k * v_k)
-    is the vector read as a K-digit base-B number: comparing scores is exactly comparing
-    vectors lexicographically (any tail sum(w_k * v_k, k > i) <= B ** (K - 1 - i) - 1 <
-    w_i). Each unit of flow through cell (r, j, l) adds to G_r, X_rj and x_rjl, so the
-    edges source->grant, grant->pair and pair->line carry the costs -w(G_r), -w(X_rj) and
-    -w(x_rjl). Successive shortest paths ends with a maximum flow of minimum cost, i.e. the
-    maximum total with the highest score. Because the score determines the whole vector, two
-    solutions with equal (total, score) are the same allocation, which is what lets us
-    compare solutions of different sub-networks without any further tie-break. The weights
-    are huge integers; Python's unbounded ints keep them exact.
+    Preference among plans with the largest total: lexicographically more of
+        G = (G_0, G_1, ...)      what each grant gives in total, grants in drawdown order,
+        X = (X_00, X_01, ...)    what grant r gives invoice j, in (rank, invoice) order,
+        x = (x_000, x_001, ...)  what grant r gives line l of invoice j, in that order,
+    G first, then X, then x: more from earlier grants, then on earlier invoices, then on
+    earlier lines. Successive shortest paths returns a maximum flow of minimum cost, so
+    putting lexicographic weights (see _lexicographic_weights) as negative costs on the
+    edges that carry a component yields the preferred maximum flow.
+
+    One flow with weights for G, X and x at once would be exact but needs integers of
+    (#grants + #pairs + #cells) * 40 bits for amounts near 1e12, which made large plans
+    slow. A lexicographic optimum can be taken one block at a time instead, so we solve in
+    phases with smaller weights: (1) costs on source->grant give the total and the best G;
+    (2) with each source->grant capacity set to its G (the total is unchanged, so every one
+    is saturated) costs on grant->pair give the best X for that G; (3) with each X fixed
+    the invoices no longer interact, and a small flow per invoice with costs on pair->line
+    gives the best x. Every component is at most the sum of what is due, which bounds the
+    weights' base.
     """
 
     def __init__(self, ctx: _Context) -> None:
         self.ctx = ctx
         self.pairs = ctx.pairs
+        self.grant_ranks = sorted({r for r, _j in self.pairs})
         self.cells = [
             (r, j, idx)
             for r, j in self.pairs
             for idx in ctx.elig[r][j].lines
             if ctx.invoices[j].lines[idx].due > 0
         ]
-        base = sum(line.due for inv in ctx.invoices for line in inv.lines) + 1
-        grant_ranks = sorted({r for r, _j in self.pairs})
-        components = (
-            [("G", r) for r in grant_ranks]
-            + [("X", *pair) for pair in self.pairs]
-            + [("x", *cell) for cell in self.cells]
-        )
-        size = len(components)
-        self.weight = {comp: base ** (size - 1 - k) for k, comp in enumerate(components)}
+        bound = sum(line.due for inv in ctx.invoices for line in inv.lines)
+        self.grant_weight = _lexicographic_weights(self.grant_ranks, bound)
+        self.pair_weight = _lexicographic_weights(self.pairs, bound)
+        self.cell_weight = {}
+        for j, inv in enumerate(ctx.invoices):
+            cells = [cell for cell in self.cells if cell[1] == j]
+            self.cell_weight.update(
+                _lexicographic_weights(cells, sum(line.due for line in inv.lines))
+            )
         self.selectors = self._selectors()
-        self._cache: dict[frozenset, _Solution] = {}
+        self._heads: dict[frozenset, _Head] = {}
+        self._solutions: dict[frozenset, _Solution] = {}
 
     def _selectors(self) -> list[tuple[int, tuple[int, ...]]]:
         """Groups of invoices among which a usage-limited grant may draw on only one.
@@ -673,93 +703,157 @@ class _MaxSavings:
                 groups.setdefault((r, scope), []).append(j)
         return [(r, tuple(js)) for (r, _scope), js in sorted(groups.items()) if len(js) > 1]
 
-    def solve(self, choice: dict[int, int]) -> _Solution:
-        """Optimum when selector s may only use invoice choice[s]; unchosen ones are free."""
-        cache_key = frozenset(choice.items())
-        cached = self._cache.get(cache_key)
-        if cached is not None:
-            return cached
-        ctx = self.ctx
-        banned = {
-            (self.selectors[s][0], j)
-            for s, chosen in choice.items()
-            for j in self.selectors[s][1]
-            if j != chosen
-        }
-        pairs = [pair for pair in self.pairs if pair not in banned]
-        super_source, source, sink = 0, 1, 2
-        node_of_grant: dict[int, int] = {}
-        node_of_pair: dict[tuple[int, int], int] = {}
-        node_of_line: dict[tuple[int, int], int] = {}
-        next_node = 3
-        for r, j in pairs:
-            if r not in node_of_grant:
-                node_of_grant[r] = next_node
-                next_node += 1
-            node_of_pair[(r, j)] = next_node
-            next_node += 1
-        for r, j, idx in self.cells:
-            if (r, j) in node_of_pair and (j, idx) not in node_of_line:
-                node_of_line[(j, idx)] = next_node
-                next_node += 1
-        net = _FlowNetwork(next_node)
-        uncapped = sum(ctx.grants[r].available for r in node_of_grant)
-        net.add_edge(
-            super_source,
-            source,
-            uncapped if ctx.max_total is None else ctx.max_total,
-            0,
-        )
-        for r, node in node_of_grant.items():
-            net.add_edge(source, node, ctx.grants[r].available, -self.weight[("G", r)])
-        for (r, j), node in node_of_pair.items():
-            room = ctx.elig[r][j].room
-            cap = ctx.grants[r].available if room is None else min(room, ctx.grants[r].available)
-            net.add_edge(node_of_grant[r], node, cap, -self.weight[("X", r, j)])
-        cell_edges = {}
-        for r, j, idx in self.cells:
-            if (r, j) in node_of_pair:
-                cell_edges[(r, j, idx)] = net.add_edge(
-                    node_of_pair[(r, j)],
-                    node_of_line[(j, idx)],
-                    ctx.invoices[j].lines[idx].due,
-                    -self.weight[("x", r, j, idx)],
-                )
-        for (j, idx), node in node_of_line.items():
-            net.add_edge(node, sink, ctx.invoices[j].lines[idx].due, 0)
-        total, cost = net.run(super_source, sink)
-        cells = {cell: net.flow_on(edge) for cell, edge in cell_edges.items()}
-        solution = _Solution(total, -cost, {c: a for c, a in cells.items() if a > 0})
-        self._cache[cache_key] = solution
-        return solution
-
-    def _violated(self, solution: _Solution, choice: dict[int, int]) -> int | None:
-        drawn = {(r, j) for r, j, _idx in solution.cells}
-        for s, (r, js) in enumerate(self.selectors):
-            if s not in choice and sum((r, j) in drawn for j in js) > 1:
-                return s
-        return None
-
     def combinations(self) -> int:
         count = 1
         for _r, js in self.selectors:
             count *= len(js)
         return count
 
+    def _allowed(self, choice: dict[int, int]) -> list[tuple[int, int]]:
+        """Pairs usable when selector s may only use invoice choice[s] (others are free)."""
+        banned = {
+            (self.selectors[s][0], j)
+            for s, chosen in choice.items()
+            for j in self.selectors[s][1]
+            if j != chosen
+        }
+        return [pair for pair in self.pairs if pair not in banned]
+
+    def _grants_to_lines(
+        self,
+        pairs: list[tuple[int, int]],
+        grant_cap: dict[int, int],
+        grant_weight: dict[int, int],
+        pair_weight: dict[tuple[int, int], int],
+    ) -> tuple[int, dict[int, int], dict[tuple[int, int], int]]:
+        """Phases 1 and 2: the whole network, weighted on source->grant or grant->pair."""
+        ctx = self.ctx
+        grants = sorted({r for r, _j in pairs if grant_cap.get(r, 0) > 0})
+        pairs = [(r, j) for r, j in pairs if grant_cap.get(r, 0) > 0]
+        usable = set(pairs)
+        lines = sorted({(j, idx) for r, j, idx in self.cells if (r, j) in usable})
+        super_source, source, sink = 0, 1, 2
+        node = {("g", r): 3 + k for k, r in enumerate(grants)}
+        node.update({("p", *pair): 3 + len(node) + k for k, pair in enumerate(pairs)})
+        offset = 3 + len(node)
+        node.update({("l", *ln): offset + k for k, ln in enumerate(lines)})
+        net = _FlowNetwork(3 + len(node))
+        total_cap = sum(grant_cap[r] for r in grants)
+        if ctx.max_total is not None:
+            total_cap = min(total_cap, ctx.max_total)
+        net.add_edge(super_source, source, total_cap, 0)
+        grant_edge = {
+            r: net.add_edge(source, node[("g", r)], grant_cap[r], -grant_weight.get(r, 0))
+            for r in grants
+        }
+        pair_edge = {}
+        for r, j in pairs:
+            room = ctx.elig[r][j].room
+            cap = ctx.grants[r].available if room is None else min(room, ctx.grants[r].available)
+            pair_edge[(r, j)] = net.add_edge(
+                node[("g", r)], node[("p", r, j)], cap, -pair_weight.get((r, j), 0)
+            )
+        for r, j, idx in self.cells:
+            if ("p", r, j) in node:
+                net.add_edge(
+                    node[("p", r, j)], node[("l", j, idx)], ctx.invoices[j].lines[idx].due, 0
+                )
+        for j, idx in lines:
+            net.add_edge(node[("l", j, idx)], sink, ctx.invoices[j].lines[idx].due, 0)
+        total, _cost = net.run(super_source, sink)
+        return (
+            total,
+            {r: net.flow_on(edge) for r, edge in grant_edge.items()},
+            {pair: net.flow_on(edge) for pair, edge in pair_edge.items()},
+        )
+
+    def _pairs_to_lines(self, j: int, supply: dict[tuple[int, int], int]) -> dict:
+        """Phase 3 for invoice j: each pair gives exactly its X; prefer earlier cells."""
+        lines = self.ctx.invoices[j].lines
+        cells = [(r, jj, idx) for r, jj, idx in self.cells if jj == j and supply.get((r, j))]
+        used_lines = sorted({idx for _r, _j, idx in cells})
+        source, sink = 0, 1
+        pair_node = {pair: 2 + k for k, pair in enumerate(supply)}
+        line_node = {idx: 2 + len(pair_node) + k for k, idx in enumerate(used_lines)}
+        net = _FlowNetwork(2 + len(pair_node) + len(line_node))
+        for pair, amount in supply.items():
+            net.add_edge(source, pair_node[pair], amount, 0)
+        cell_edge = {
+            (r, jj, idx): net.add_edge(
+                pair_node[(r, jj)], line_node[idx], lines[idx].due, -self.cell_weight[(r, jj, idx)]
+            )
+            for r, jj, idx in cells
+        }
+        for idx in used_lines:
+            net.add_edge(line_node[idx], sink, lines[idx].due, 0)
+        net.run(source, sink)
+        return {cell: net.flow_on(edge) for cell, edge in cell_edge.items()}
+
+    def head(self, choice: dict[int, int]) -> _Head:
+        """Phase 1 only: (total, G), the cheap prefix of the key, with one flow achieving it."""
+        cache_key = frozenset(choice.items())
+        if cache_key not in self._heads:
+            caps = {r: self.ctx.grants[r].available for r in self.grant_ranks}
+            total, per_grant, per_pair = self._grants_to_lines(
+                self._allowed(choice), caps, self.grant_weight, {}
+            )
+            g_vector = tuple(per_grant.get(r, 0) for r in self.grant_ranks)
+            self._heads[cache_key] = _Head((total, g_vector), per_grant, per_pair)
+        return self._heads[cache_key]
+
+    def solve(self, choice: dict[int, int]) -> _Solution:
+        """Preferred plan when selector s may only use invoice choice[s]; others are free."""
+        cache_key = frozenset(choice.items())
+        cached = self._solutions.get(cache_key)
+        if cached is not None:
+            return cached
+        head = self.head(choice)
+        total, g_vector = head.key
+        _total, _g, per_pair = self._grants_to_lines(
+            self._allowed(choice), head.per_grant, {}, self.pair_weight
+        )
+        cells = {}
+        for j in range(len(self.ctx.invoices)):
+            supply = {(r, jj): amount for (r, jj), amount in per_pair.items() if jj == j and amount}
+            if supply:
+                cells.update(self._pairs_to_lines(j, supply))
+        cells = {cell: amount for cell, amount in cells.items() if amount > 0}
+        key = (
+            total,
+            g_vector,
+            tuple(per_pair.get(pair, 0) for pair in self.pairs),
+            tuple(cells.get(cell, 0) for cell in self.cells),
+        )
+        solution = _Solution(key, cells)
+        self._solutions[cache_key] = solution
+        return solution
+
+    def _drawn_on(self, solution: _Solution, r: int, js: tuple[int, ...]) -> list[int]:
+        drawn = {j for rr, j, _idx in solution.cells if rr == r}
+        return [j for j in js if j in drawn]
+
+    def _violated(self, solution: _Solution, choice: dict[int, int]) -> int | None:
+        for s, (r, js) in enumerate(self.selectors):
+            if s not in choice and len(self._drawn_on(solution, r, js)) > 1:
+                return s
+        return None
+
     def exact(self) -> _Solution:
         """Branch and bound over the selectors' choices; same result as trying them all.
 
         "No invoice at all" is never a better choice than any one invoice: adding edges to a
-        network cannot lower its maximum flow nor, at equal flow, raise its minimum cost. So
-        only real invoices are enumerated. A network in which some selectors are still free
-        is a relaxation of all its completions, so its (total, score) bounds theirs: we prune
-        when that bound does not beat the best plan found, and stop descending as soon as
-        the relaxed optimum already respects every usage limit.
+        network cannot lower its maximum flow nor, at equal flow, worsen its preferred
+        plan. So only real invoices are enumerated. A network in which some selectors are
+        still free is a relaxation of all its completions, so its key bounds theirs: we
+        prune when that bound (or already its cheap (total, G) prefix) does not beat the
+        best plan found, and stop descending once the relaxed optimum respects every limit.
         """
         best: _Solution | None = None
 
         def branch(choice: dict[int, int]) -> None:
             nonlocal best
+            if best is not None and self.head(choice).key < best.key[:2]:
+                return
             solution = self.solve(choice)
             if best is not None and solution.key <= best.key:
                 return
@@ -768,7 +862,7 @@ class _MaxSavings:
                 best = solution
                 return
             r, js = self.selectors[s]
-            # Try first the invoice the relaxation liked best: finds a good bound early.
+            # Try first the invoice the relaxation drew most on: finds a good bound early.
             drawn = dict.fromkeys(js, 0)
             for (rr, j, _idx), amount in solution.cells.items():
                 if rr == r and j in drawn:
@@ -781,19 +875,29 @@ class _MaxSavings:
         return best
 
     def heuristic(self, greedy_cells: dict) -> _Solution:
-        """Too many combinations to be exact: fix selectors one at a time, then improve.
+        """Too many combinations to be exact: fix selectors one at a time, then repair.
 
         Heuristic, not guaranteed optimal. In drawdown order, each selector takes the
-        invoice giving the best (total, score) with the earlier ones fixed and the later
-        ones still free. The choices the greedy drawdown made are a second starting point,
-        which is what guarantees we never do worse than minimize_expiration. Then we keep
-        changing one selector at a time while that strictly improves (total, score); this
-        terminates because the set of choices is finite, and at its end no single grant
-        could draw more by switching invoice, so every zero decision has a concrete cause.
+        invoice giving the largest total (then the best G, then the earliest invoice) with
+        the earlier ones fixed and the later ones still free, without trying the others when
+        the relaxed optimum already respects it. The greedy drawdown's own choices are a
+        second candidate, which guarantees we never do worse than minimize_expiration.
+        Last, a usage-limited grant left idle in a group is moved to another invoice of the
+        group while that improves (total, G). This terminates (finitely many choices) and
+        leaves no idle grant that could still have saved something by moving, so every zero
+        decision has a concrete cause. The chosen combination itself is solved exactly.
         """
         choice: dict[int, int] = {}
-        for s, (_r, js) in enumerate(self.selectors):
-            choice[s] = max(js, key=lambda j, s=s: self.solve({**choice, s: j}).key)
+        for s, (r, js) in enumerate(self.selectors):
+            current = self.head(choice)
+            drawn = [j for j in js if current.per_pair.get((r, j), 0) > 0]
+            if len(drawn) <= 1:
+                # That flow stays feasible with s fixed to the invoice it uses, and fixing
+                # only removes options, so (total, G) is unchanged: no need to solve again.
+                choice = {**choice, s: drawn[0] if drawn else js[0]}
+                self._heads.setdefault(frozenset(choice.items()), current)
+            else:
+                choice[s] = self._best_option(choice, s, js)
         greedy_choice = {}
         for s, (r, js) in enumerate(self.selectors):
             used = [j for j in js if any(c[0] == r and c[1] == j for c in greedy_cells)]
@@ -804,14 +908,22 @@ class _MaxSavings:
         improved = True
         while improved:
             improved = False
-            for s, (_r, js) in enumerate(self.selectors):
+            for s, (r, js) in enumerate(self.selectors):
+                if self._drawn_on(best, r, js):
+                    continue
                 for j in js:
-                    if j == choice[s]:
-                        continue
-                    candidate = self.solve({**choice, s: j})
-                    if candidate.key > best.key:
-                        choice, best, improved = {**choice, s: j}, candidate, True
+                    trial = {**choice, s: j}
+                    # An idle grant that could pay somewhere raises the total when moved
+                    # there, so phase 1 alone tells; it spares a full solve per try.
+                    if self.head(trial).key > best.key[:2]:
+                        choice, best, improved = trial, self.solve(trial), True
+                        break
         return best
+
+    def _best_option(self, choice: dict[int, int], s: int, js: tuple[int, ...]) -> int:
+        # Ranked on (total, G) from phase 1 alone, ties to the earliest invoice: the later
+        # phases cost far more and would only reorder plans equal on total and G.
+        return max(js, key=lambda j: self.head({**choice, s: j}).key)
 
 
 def _explain_final(ctx: _Context, cells: dict) -> dict[tuple[int, int], tuple[str, str]]:
@@ -877,9 +989,10 @@ def plan(grants, invoices, *, strategy=MINIMIZE_EXPIRATION, max_total: int | Non
     strategy = _STRATEGY_ALIASES.get(strategy, strategy)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown allocation strategy {strategy!r}")
-    grants = sorted(grants, key=drawdown_key)
-    invoices = list(invoices)
+    grants, invoices = list(grants), list(invoices)
+    # Validate before sorting: sorting would already trip over a naive datetime.
     _validate(grants, invoices, max_total)
+    grants.sort(key=drawdown_key)
     ctx = _Context(
         grants=grants,
         invoices=invoices,

@@ -3,10 +3,12 @@ and maximize_savings is the exact optimum of an independent brute force on small
 
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from credits import allocation
 from credits.allocation import (
     MAXIMIZE_SAVINGS,
     MINIMIZE_EXPIRATION,
@@ -55,89 +57,102 @@ def month(instant):
     return (instant.year, instant.month)
 
 
+# Generation modes. WILD draws every field at random, so each eligibility rule fires often.
+# CONTENDED keeps grants mostly eligible, in one currency, over two services, so that they
+# compete for the same lines: that is where usage limits and the tie-break matter. PLAIN
+# grants have no restriction at all. Strategies are built once per shape (cached) because
+# building them inside every draw costs more than running the engine.
+WILD, CONTENDED, PLAIN = "wild", "contended", "plain"
+
+
+@cache
+def line_fields(mode, amount_max):
+    services = SERVICES if mode == WILD else SERVICES[:2]
+    return st.tuples(
+        st.integers(0, amount_max), st.integers(0, amount_max), st.sampled_from(services)
+    )
+
+
+@cache
+def invoice_fields(mode):
+    currencies = ("USD", "USD", "USD", "EUR") if mode == WILD else ("USD",)
+    return st.tuples(st.sampled_from(currencies), st.sampled_from(INSTANTS))
+
+
 @st.composite
-def invoices_st(draw, *, max_invoices=3, max_lines=3, amount_max=1000):
+def invoices_st(draw, *, mode=WILD, max_invoices=3, max_lines=3, amount_max=1000):
     invoices = []
     for n in range(1, draw(st.integers(1, max_invoices)) + 1):
         lines = []
         for m in range(1, draw(st.integers(1, max_lines)) + 1):
-            gross = draw(st.integers(0, amount_max))
-            due = draw(st.one_of(st.just(gross), st.integers(0, gross)))
-            lines.append(LineDue(f"ln_{m}", draw(st.sampled_from(SERVICES)), gross, due))
-        invoices.append(
-            InvoiceTarget(
-                key=f"inv_{n}",
-                currency=draw(st.sampled_from(("USD", "USD", "USD", "EUR"))),
-                at=draw(st.sampled_from(INSTANTS)),
-                lines=tuple(lines),
-            )
-        )
+            gross, uncovered, service = draw(line_fields(mode, amount_max))
+            # Half the time the line is untouched, otherwise partly covered already.
+            due = gross if uncovered >= amount_max // 2 else min(uncovered, gross)
+            lines.append(LineDue(f"ln_{m}", service, gross, due))
+        currency, instant = draw(invoice_fields(mode))
+        invoices.append(InvoiceTarget(f"inv_{n}", currency, instant, tuple(lines)))
     return invoices
 
 
+@cache
+def grant_fields(mode, amount_max, invoice_keys):
+    amount = st.integers(0, amount_max)
+    if mode == WILD:
+        base = {
+            "currency": st.sampled_from(("USD", "USD", "USD", "EUR")),
+            "status": st.sampled_from(("active", "active", "reserved", "expired", "voided")),
+            "effective_at": st.sampled_from((LONG_AGO, *AROUND)),
+            "expires_at": st.none() | st.sampled_from(AROUND),
+            "available": amount,
+        }
+    else:
+        base = {
+            "currency": st.just("USD"),
+            "status": st.sampled_from(("active", "reserved")),
+            "effective_at": st.sampled_from((LONG_AGO, LONG_AGO + SECOND)),
+            "expires_at": st.none() | st.sampled_from((INSTANTS[-1] + SECOND, *INSTANTS[1:])),
+            # Every grant has something to give, so "prefix of the order" is meaningful.
+            "available": st.integers(1, amount_max),
+        }
+    if mode == PLAIN:
+        return st.fixed_dictionaries(base)
+    services = SERVICES if mode == WILD else SERVICES[:2]
+    usage = st.lists(
+        st.tuples(
+            st.sampled_from((*invoice_keys, "inv_old")),
+            st.sampled_from((LONG_AGO, *INSTANTS)),
+        ),
+        max_size=2 if mode == WILD else 1,
+    )
+    prior = st.lists(st.tuples(st.sampled_from(invoice_keys), amount), max_size=2)
+    restrictions = {
+        "applicable_services": st.none() | st.frozensets(st.sampled_from(services), min_size=1),
+        "minimum_spend": st.just(0) | amount,
+        "maximum_discount": st.none() | st.integers(1, amount_max),
+        "usage_limit": st.sampled_from((UNLIMITED, ONE_TIME, MONTHLY)),
+        "usage": usage.map(tuple),
+        "prior_on_invoice": prior.map(tuple),
+    }
+    return st.fixed_dictionaries({**base, **restrictions})
+
+
 @st.composite
-def grants_st(draw, invoice_keys, *, max_grants=5, amount_max=1000, restricted=True):
+def grants_st(draw, invoice_keys, *, mode=WILD, max_grants=5, amount_max=1000):
     count = draw(st.integers(1, max_grants))
     pks = draw(st.permutations(range(1, count + 1)))
-    amount = st.integers(0, amount_max)
-    grants = []
-    for n, pk in enumerate(pks, start=1):
-        if restricted:
-            extra = {
-                "applicable_services": draw(
-                    st.none() | st.frozensets(st.sampled_from(SERVICES), min_size=1)
-                ),
-                "minimum_spend": draw(st.just(0) | amount),
-                "maximum_discount": draw(st.none() | amount),
-                "usage_limit": draw(st.sampled_from((UNLIMITED, ONE_TIME, MONTHLY))),
-                "usage": tuple(
-                    draw(
-                        st.lists(
-                            st.tuples(
-                                st.sampled_from((*invoice_keys, "inv_old")),
-                                st.sampled_from((LONG_AGO, *INSTANTS)),
-                            ),
-                            max_size=2,
-                        )
-                    )
-                ),
-                "prior_on_invoice": tuple(
-                    draw(st.lists(st.tuples(st.sampled_from(invoice_keys), amount), max_size=2))
-                ),
-            }
-            currency = draw(st.sampled_from(("USD", "USD", "USD", "EUR")))
-            status = draw(st.sampled_from(("active", "active", "reserved", "expired", "voided")))
-            effective = draw(st.sampled_from((LONG_AGO, *AROUND)))
-            expires = draw(st.none() | st.sampled_from(AROUND))
-        else:
-            extra = {}
-            currency, status = "USD", "active"
-            expires = draw(st.none() | st.sampled_from((datetime(2030, 1, 1, tzinfo=UTC),)))
-            effective = draw(st.sampled_from((LONG_AGO, LONG_AGO + SECOND)))
-        grants.append(
-            GrantCandidate(
-                key=f"cred_{n}",
-                pk=pk,
-                currency=currency,
-                status=status,
-                # Unrestricted grants all have something to give, so "prefix" is meaningful.
-                available=draw(amount if restricted else st.integers(1, amount_max)),
-                effective_at=effective,
-                expires_at=expires,
-                **extra,
-            )
-        )
-    return grants
+    fields = grant_fields(mode, amount_max, tuple(invoice_keys))
+    return [
+        GrantCandidate(key=f"cred_{n}", pk=pk, **draw(fields)) for n, pk in enumerate(pks, start=1)
+    ]
 
 
 @st.composite
-def scenario(draw, *, max_grants=5, max_invoices=3, max_lines=3, amount_max=1000):
-    invoices = draw(
-        invoices_st(max_invoices=max_invoices, max_lines=max_lines, amount_max=amount_max)
-    )
-    grants = draw(
-        grants_st([i.key for i in invoices], max_grants=max_grants, amount_max=amount_max)
-    )
+def scenario(draw, *, modes=(WILD, CONTENDED), max_grants=5, max_invoices=3, **sizes):
+    mode = draw(st.sampled_from(modes))
+    invoices = draw(invoices_st(mode=mode, max_invoices=max_invoices, **sizes))
+    keys = [i.key for i in invoices]
+    amount_max = sizes.get("amount_max", 1000)
+    grants = draw(grants_st(keys, mode=mode, max_grants=max_grants, amount_max=amount_max))
     max_total = draw(st.none() | st.integers(0, amount_max * 2))
     return grants, invoices, max_total
 
@@ -181,6 +196,12 @@ def check_plan_invariants(p, grants, invoices, max_total):
             assert len({month(i.at) for i in used}) == len(used)
 
     ranked = sorted(grants, key=drawdown_key)
+    rank = {g.key: n for n, g in enumerate(ranked)}
+    position = {
+        (i.key, ln.key): (j, m) for j, i in enumerate(invoices) for m, ln in enumerate(i.lines)
+    }
+    order = [(rank[a.grant_key], *position[(a.invoice_key, a.line_key)]) for a in p.allocations]
+    assert order == sorted(set(order)), "one allocation per cell, in grant, invoice, line order"
     assert [(d.grant_key, d.invoice_key) for d in p.decisions] == [
         (g.key, i.key) for g in ranked for i in invoices
     ]
@@ -202,17 +223,22 @@ def test_both_strategies_respect_every_limit_and_explain_every_pair(case):
     check_plan_invariants(greedy, grants, invoices, max_total)
     check_plan_invariants(best, grants, invoices, max_total)
     assert best.total >= greedy.total
-    # Eligibility does not depend on the strategy.
+    # Eligibility does not depend on the strategy, and agrees with an independent reading.
+    grant_by_key = {g.key: g for g in grants}
+    invoice_by_key = {i.key: i for i in invoices}
     for a, b in zip(greedy.decisions, best.decisions, strict=True):
         if a.code in ELIGIBILITY_CODES or b.code in ELIGIBILITY_CODES:
             assert (a.code, a.reason) == (b.code, b.reason)
+        ruled_out = eligible(grant_by_key[a.grant_key], invoice_by_key[a.invoice_key]) is None
+        assert ruled_out == (a.code in ELIGIBILITY_CODES)
 
 
 @st.composite
 def unrestricted_single_invoice(draw):
-    [inv] = draw(invoices_st(max_invoices=1, amount_max=10**12))
-    inv = InvoiceTarget(inv.key, "USD", inv.at, inv.lines)
-    grants = draw(grants_st([inv.key], amount_max=10**12, restricted=False))
+    [inv] = draw(invoices_st(mode=PLAIN, max_invoices=1, amount_max=10**12))
+    # Every grant must be eligible: effective before, and expiring after, the invoice.
+    inv = InvoiceTarget(inv.key, inv.currency, INSTANTS[0], inv.lines)
+    grants = draw(grants_st([inv.key], mode=PLAIN, amount_max=10**12))
     return grants, inv
 
 
@@ -237,6 +263,35 @@ def test_greedy_draws_a_prefix_of_the_octane_order(case):
 # ------------------------------------------------------------------ brute-force optimum
 
 
+def eligible(g, inv):
+    """Independent reading of the eligibility rules: (line indexes, per-invoice cap) or None."""
+    if g.currency != inv.currency or g.status not in ("active", "reserved"):
+        return None
+    if g.effective_at > inv.at or (g.expires_at is not None and g.expires_at <= inv.at):
+        return None
+    if g.available <= 0:
+        return None
+    lines = [
+        n
+        for n, ln in enumerate(inv.lines)
+        if g.applicable_services is None or ln.service in g.applicable_services
+    ]
+    if not lines or sum(inv.lines[n].gross for n in lines) < g.minimum_spend:
+        return None
+    others = [(k, t) for k, t in g.usage if k != inv.key]
+    if g.usage_limit == ONE_TIME and others:
+        return None
+    if g.usage_limit == MONTHLY and any(month(t) == month(inv.at) for _k, t in others):
+        return None
+    cap = g.available
+    if g.maximum_discount is not None:
+        prior = sum(v for k, v in g.prior_on_invoice if k == inv.key)
+        cap = min(cap, g.maximum_discount - prior)
+        if cap <= 0:
+            return None
+    return lines, cap
+
+
 def brute_force(grants, invoices, max_total):
     """Exhaustive optimum, written from the rules without any of the engine's code.
 
@@ -250,35 +305,6 @@ def brute_force(grants, invoices, max_total):
         key=lambda g: (g.expires_at is None, g.expires_at or LONG_AGO, g.effective_at, g.pk),
     )
     shape = [len(inv.lines) for inv in invoices]
-
-    def eligible(g, inv):
-        """(line indexes, per-invoice cap) or None."""
-        if g.currency != inv.currency or g.status not in ("active", "reserved"):
-            return None
-        if g.effective_at > inv.at or (g.expires_at is not None and g.expires_at <= inv.at):
-            return None
-        if g.available <= 0:
-            return None
-        lines = [
-            n
-            for n, ln in enumerate(inv.lines)
-            if g.applicable_services is None or ln.service in g.applicable_services
-        ]
-        if not lines or sum(inv.lines[n].gross for n in lines) < g.minimum_spend:
-            return None
-        others = [(k, t) for k, t in g.usage if k != inv.key]
-        if g.usage_limit == ONE_TIME and others:
-            return None
-        if g.usage_limit == MONTHLY and any(month(t) == month(inv.at) for _k, t in others):
-            return None
-        cap = g.available
-        if g.maximum_discount is not None:
-            cap = min(
-                cap, g.maximum_discount - sum(v for k, v in g.prior_on_invoice if k == inv.key)
-            )
-            if cap <= 0:
-                return None
-        return lines, cap
 
     options = [[eligible(g, inv) for inv in invoices] for g in ranked]
 
@@ -358,7 +384,11 @@ def brute_force(grants, invoices, max_total):
 
 
 @SETTINGS
-@given(scenario(max_grants=3, max_invoices=2, max_lines=2, amount_max=4))
+@given(
+    scenario(
+        modes=(WILD, CONTENDED, CONTENDED), max_grants=3, max_invoices=2, max_lines=2, amount_max=4
+    )
+)
 def test_maximize_savings_is_the_brute_force_optimum_on_small_cases(case):
     grants, invoices, max_total = case
     expected_total, expected_cells = brute_force(grants, invoices, max_total)
@@ -371,3 +401,16 @@ def test_maximize_savings_is_the_brute_force_optimum_on_small_cases(case):
     )
     greedy = plan(grants, invoices, max_total=max_total)
     assert greedy.total <= expected_total
+
+
+@SETTINGS
+@given(scenario(modes=(CONTENDED,), max_grants=4, max_invoices=3, max_lines=2, amount_max=4))
+def test_heuristic_is_never_worse_than_greedy_nor_better_than_the_optimum(case):
+    # Force the above-the-bound path on cases small enough to know the optimum.
+    grants, invoices, max_total = case
+    with mock.patch.object(allocation, "MAX_ENUMERATED_COMBINATIONS", 1):
+        p = plan(grants, invoices, strategy=MAXIMIZE_SAVINGS, max_total=max_total)
+    check_plan_invariants(p, grants, invoices, max_total)
+    greedy = plan(grants, invoices, max_total=max_total)
+    optimum, _cells = brute_force(grants, invoices, max_total)
+    assert greedy.total <= p.total <= optimum
