@@ -24,7 +24,7 @@ from django.db import connection, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from credits.exceptions import BusinessRuleViolation
+from credits.exceptions import BusinessRuleViolation, Conflict
 from credits.models import CreditGrant, CreditHold, EntryKind, HoldStatus, LedgerEntry
 from credits.services import grant_void, grants_expire
 from invoices.models import Invoice, InvoiceEvent, InvoiceEventKind, InvoiceStatus, LineKind
@@ -482,10 +482,13 @@ def test_bulk_settlements_over_interleaved_grants_in_opposite_orders_do_not_dead
     ]
     outcomes = run_together(*calls)
 
-    # then nothing deadlocked or timed out (a single apply may find its credit taken)
+    # then nothing deadlocked or timed out (a single apply may find its credit taken, or its
+    # invoice already paid by a bulk settlement that ran first)
     assert_no_error(outcomes[:2])
     for o in outcomes[2:]:
-        assert o.error is None or isinstance(o.error, BusinessRuleViolation), repr(o.error)
+        assert o.error is None or isinstance(o.error, BusinessRuleViolation | Conflict), repr(
+            o.error
+        )
     applied = ZERO
     for inv in Invoice.objects.filter(pk__in=[i.pk for i in pending]):
         assert inv.credits_total + inv.total == inv.subtotal
