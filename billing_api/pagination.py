@@ -73,8 +73,10 @@ def _decode(ordering: Ordering, cursor: str):
         ) from None
 
 
-def paginate(qs: QuerySet, ordering: Ordering, params) -> tuple[list, dict]:
-    """One page of `qs` and its pagination block; one query (limit + 1 rows)."""
+def paginate(qs: QuerySet, ordering: Ordering, params, *, sort_value=None) -> tuple[list, dict]:
+    """One page of `qs` and its pagination block; one query (limit + 1 rows). Rows are model
+    instances, or values() dicts with "id" and the sort value: `sort_value(row)` when given (for
+    a sort field read in another form, e.g. an instant as text), else row[field]."""
     limit = parse_limit(params.get("limit"))
     qs = qs.order_by(*ordering.order_by())
     cursor = params.get("cursor")
@@ -90,7 +92,13 @@ def paginate(qs: QuerySet, ordering: Ordering, params) -> tuple[list, dict]:
     next_cursor = None
     if has_more:
         last = rows[-1]
-        next_cursor = _encode(ordering, _attr(last, ordering.field), last.pk)
+        if sort_value is not None:
+            value = sort_value(last)
+        elif isinstance(last, dict):
+            value = last[ordering.field]
+        else:
+            value = _attr(last, ordering.field)
+        next_cursor = _encode(ordering, value, last["id"] if isinstance(last, dict) else last.pk)
     return rows, {"limit": limit, "hasMore": has_more, "nextCursor": next_cursor}
 
 

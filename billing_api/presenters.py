@@ -4,10 +4,14 @@ Plain dict builders rather than DRF serializers: the credits list renders hundre
 objects per request and these keep it cheap. The matching DRF serializers in
 billing_api.serializers describe the same shapes for the OpenAPI schema, and schemathesis checks
 the two agree. Every amount is quantized to its currency's precision here (JPY has none).
+The credit objects (hundreds per list) are built from plain row dicts, with their amounts
+pre-rendered (renderers.number) and their instants formatted by PostgreSQL (selectors.IsoInstant).
 """
 
+from datetime import datetime
 from decimal import Decimal
 
+from billing_api.renderers import iso, number
 from credits.money import CURRENCIES, quantum
 from credits.selectors import Balance
 
@@ -21,62 +25,72 @@ def q(amount: Decimal, currency: str) -> Decimal:
     return amount.quantize(_QUANTUM[currency])
 
 
-def money(amount: Decimal | None, currency: str) -> Decimal | None:
-    return None if amount is None else q(amount, currency)
+def instant(value: datetime | str | None) -> str | None:
+    """An instant from selectors.IsoInstant: already text on PostgreSQL, a datetime elsewhere."""
+    if value is None or value.__class__ is str:
+        return value
+    return iso(value)
+
+
+def _number(amount: Decimal, currency: str) -> str:
+    return number(amount.quantize(_QUANTUM[currency]))
 
 
 def _or_none(value: str) -> str | None:
     return value or None
 
 
-def credit_json(grant, usage: list[dict] | None = None, *, with_usage: bool = False) -> dict:
-    cur = grant.currency
-    services = grant.applicable_services or ["all"]
-    extra = grant.extra_metadata if isinstance(grant.extra_metadata, dict) else {}
+def credit_json(row: dict, usage: list[dict] | None = None, *, with_usage: bool = False) -> dict:
+    """The seed's credit object from a selectors.credit_rows dict (the list's hot path: amounts
+    are pre-rendered numbers, instants text, so rendering needs no callback per value)."""
+    cur = row["currency"]
+    services = row["applicable_services"] or ["all"]
+    extra = row["extra_metadata"] if isinstance(row["extra_metadata"], dict) else {}
+    maximum_discount = row["maximum_discount"]
     out = {
-        "creditId": grant.credit_id,
-        "accountId": grant.account.account_id,
-        "type": grant.type,
-        "status": grant.status,
+        "creditId": row["credit_id"],
+        "accountId": row["account__account_id"],
+        "type": row["type"],
+        "status": row["status"],
         "amount": {
-            "original": q(grant.original, cur),
-            "remaining": q(grant.remaining, cur),
-            "used": q(grant.used, cur),
-            "reserved": q(grant.reserved, cur),
+            "original": _number(row["original"], cur),
+            "remaining": _number(row["remaining"], cur),
+            "used": _number(row["used"], cur),
+            "reserved": _number(row["reserved"], cur),
             "currency": cur,
         },
-        "price": q(grant.price, cur),
-        "effectiveAt": grant.effective_at,
+        "price": _number(row["price"], cur),
+        "effectiveAt": instant(row["iso_effective_at"]),
         "source": {
-            "description": grant.description,
-            "referenceId": _or_none(grant.reference_id),
-            "issuedBy": grant.issued_by,
-            "reason": _or_none(grant.reason),
+            "description": row["description"],
+            "referenceId": _or_none(row["reference_id"]),
+            "issuedBy": row["issued_by"],
+            "reason": _or_none(row["reason"]),
         },
         "dates": {
-            "issued": grant.issued_at,
-            "activated": grant.activated_at,
-            "expires": grant.expires_at,
-            "lastUsed": grant.last_used_at,
+            "issued": instant(row["iso_issued_at"]),
+            "activated": instant(row["iso_activated_at"]),
+            "expires": instant(row["iso_expires_at"]),
+            "lastUsed": instant(row["iso_last_used_at"]),
         },
         "restrictions": {
             "applicableServices": list(services),
-            "minimumSpend": q(grant.minimum_spend, cur),
-            "maximumDiscount": money(grant.maximum_discount, cur),
-            "usageLimit": grant.usage_limit,
-            "accountRestrictions": list(grant.account_restrictions or []),
+            "minimumSpend": _number(row["minimum_spend"], cur),
+            "maximumDiscount": None if maximum_discount is None else _number(maximum_discount, cur),
+            "usageLimit": row["usage_limit"],
+            "accountRestrictions": list(row["account_restrictions"] or []),
         },
         "metadata": {
             **{k: v for k, v in extra.items() if isinstance(k, str)},
-            "campaignId": _or_none(grant.campaign_id),
-            "tags": list(grant.tags or []),
-            "notes": _or_none(grant.notes),
-            "transferable": grant.transferable,
+            "campaignId": _or_none(row["campaign_id"]),
+            "tags": list(row["tags"] or []),
+            "notes": _or_none(row["notes"]),
+            "transferable": row["transferable"],
         },
         "approval": {
-            "required": grant.approval_required,
-            "approvedAt": grant.approved_at,
-            "approvedBy": _or_none(grant.approved_by),
+            "required": row["approval_required"],
+            "approvedAt": instant(row["iso_approved_at"]),
+            "approvedBy": _or_none(row["approved_by"]),
         },
     }
     if with_usage:
@@ -85,11 +99,11 @@ def credit_json(grant, usage: list[dict] | None = None, *, with_usage: bool = Fa
 
 
 def usage_json(entry_values: dict) -> dict:
-    """One application of a credit, from a deduction ledger row (values() dict)."""
+    """One application of a credit, from a deduction ledger row (selectors.usage_history)."""
     cur = entry_values["currency"]
     return {
-        "appliedAt": entry_values["created_at"],
-        "amount": q(-entry_values["amount"], cur),
+        "appliedAt": instant(entry_values["iso_created_at"]),
+        "amount": _number(-entry_values["amount"], cur),
         "invoiceId": entry_values["invoice__invoice_id"],
         "invoiceNumber": entry_values["invoice__invoice_number"],
         "description": entry_values["reason"],

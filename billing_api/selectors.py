@@ -7,7 +7,21 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Avg, Count, DecimalField, F, Q, QuerySet, Sum, Value
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    DateTimeField,
+    DecimalField,
+    F,
+    Func,
+    IntegerField,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from credits.models import (
@@ -30,10 +44,6 @@ MAX_EXPIRY_WARNINGS = 3
 SERVICE_WORDS = {"clusters": "GPU cluster", "ai-services": "AI service"}
 
 
-def _sum(expr) -> Coalesce:
-    return Coalesce(Sum(expr), Value(ZERO), output_field=MONEY)
-
-
 def _when(condition: Q, then=None):
     """Sum of `then` (default: remaining) over the rows meeting `condition` (an aggregate
     FILTER clause where the database has one: cheaper than a CASE per row)."""
@@ -48,25 +58,41 @@ def _unused_window(now: datetime) -> Q:
     )
 
 
+# The summary's buckets of a grant (selectors.credits_summary): exclusive, since expiring needs
+# an expiry within 30 days and unused one beyond 90 days (or none).
+OTHER, EXPIRING, UNUSED_ANY, UNUSED_RESTRICTED = 0, 1, 2, 3
+
+
 def credits_summary(qs: QuerySet, *, now: datetime) -> dict[str, dict]:
     """Per currency: the seed's summary (amounts are remaining credit) plus the unused credit
-    per type that the recommendations speak of. One GROUP BY over the filtered grants."""
+    per type that the recommendations speak of. One GROUP BY over the filtered grants.
+
+    Each grant falls in one bucket (expiring within 30 days, never used with any service, never
+    used with restricted services, other), grouped on with currency, type and status: two sums
+    per row (remaining, used) instead of five conditional ones, the rest added up here from
+    the few dozen groups."""
     soon = now + timedelta(days=30)
     unrestricted = Q(applicable_services=["all"]) | Q(applicable_services=[])
+    unused = _unused_window(now)
+    bucket = Case(
+        When(
+            Q(status__in=OPEN_STATUSES, expires_at__gt=now, expires_at__lte=soon),
+            then=Value(EXPIRING),
+        ),
+        When(unused & unrestricted, then=Value(UNUSED_ANY)),
+        When(unused, then=Value(UNUSED_RESTRICTED)),
+        default=Value(OTHER),
+        output_field=IntegerField(),
+    )
     rows = (
         qs.order_by()
-        .values("currency", "type", "status")
-        .annotate(
-            n=Count("id"),
-            remaining_sum=_sum("remaining"),
-            used_sum=_sum("used"),
-            expiring=_when(Q(status__in=OPEN_STATUSES, expires_at__gt=now, expires_at__lte=soon)),
-            unused_any=_when(_unused_window(now) & unrestricted),
-            unused_restricted=_when(_unused_window(now) & ~unrestricted),
-        )
+        .annotate(bucket=bucket)
+        .values("currency", "type", "status", "bucket")
+        .annotate(n=Count("*"), remaining_sum=Sum("remaining"), used_sum=Sum("used"))
     )
     out: dict[str, dict] = {}
-    for r in rows:
+    # Sorted, so that byType and byStatus list their keys in one order whatever the plan.
+    for r in sorted(rows, key=lambda r: (r["currency"], r["type"], r["status"], r["bucket"])):
         cur = r["currency"]
         s = out.setdefault(
             cur,
@@ -81,18 +107,19 @@ def credits_summary(qs: QuerySet, *, now: datetime) -> dict[str, dict]:
                 "_unused": {},
             },
         )
-        s["totalCredits"] += r["remaining_sum"]
+        remaining = r["remaining_sum"]
+        s["totalCredits"] += remaining
         s["totalUsed"] += r["used_sum"]
-        s["expiringWithin30Days"] += r["expiring"]
         s["count"] += r["n"]
         for group, name in (("byType", r["type"]), ("byStatus", r["status"])):
             entry = s[group].setdefault(name, {"amount": ZERO, "count": 0})
-            entry["amount"] += r["remaining_sum"]
+            entry["amount"] += remaining
             entry["count"] += r["n"]
-        if r["unused_any"] or r["unused_restricted"]:
+        if r["bucket"] == EXPIRING:
+            s["expiringWithin30Days"] += remaining
+        elif r["bucket"] in (UNUSED_ANY, UNUSED_RESTRICTED) and remaining:
             u = s["_unused"].setdefault(r["type"], {"any": ZERO, "restricted": ZERO})
-            u["any"] += r["unused_any"]
-            u["restricted"] += r["unused_restricted"]
+            u["any" if r["bucket"] == UNUSED_ANY else "restricted"] += remaining
     for cur, s in out.items():
         s["totalCredits"] = q(s["totalCredits"], cur)
         s["totalUsed"] = q(s["totalUsed"], cur)
@@ -191,6 +218,78 @@ def recommendations(qs: QuerySet, summaries: dict[str, dict], *, now: datetime) 
     return out + unused
 
 
+class IsoInstant(Func):
+    """An instant as the API writes it (billing_api.renderers.iso). PostgreSQL formats it itself
+    (UTC, `Z`, microseconds only when there are any), which spares Python the parse of every
+    timestamptz cell and its formatting: a page of 100 credits has ~500 of them. Elsewhere it is
+    the column, read as a datetime, and the presenter formats it (presenters.instant)."""
+
+    arity = 1
+    output_field = DateTimeField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        return compiler.compile(self.source_expressions[0])
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        sql, params = compiler.compile(self.source_expressions[0])
+        utc = f"({sql}) AT TIME ZONE 'UTC'"
+        return (
+            f"CASE WHEN date_trunc('second', {sql}) = {sql}"
+            f' THEN to_char({utc}, \'YYYY-MM-DD"T"HH24:MI:SS"Z"\')'
+            f' ELSE to_char({utc}, \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') END',
+            (*params, *params, *params, *params),
+        )
+
+
+# What presenters.credit_json reads: the grant's columns, its account's id, and its instants
+# (as IsoInstant, named iso_<field>).
+CREDIT_COLUMNS = (
+    "id",
+    "credit_id",
+    "account__account_id",
+    "type",
+    "status",
+    "currency",
+    "original",
+    "remaining",
+    "used",
+    "reserved",
+    "price",
+    "description",
+    "reference_id",
+    "issued_by",
+    "reason",
+    "applicable_services",
+    "minimum_spend",
+    "maximum_discount",
+    "usage_limit",
+    "account_restrictions",
+    "campaign_id",
+    "tags",
+    "notes",
+    "transferable",
+    "extra_metadata",
+    "approval_required",
+    "approved_by",
+)
+CREDIT_INSTANTS = (
+    "effective_at",
+    "issued_at",
+    "activated_at",
+    "expires_at",
+    "last_used_at",
+    "approved_at",
+)
+
+
+def credit_rows(qs: QuerySet) -> QuerySet:
+    """`qs` (grants) as the dicts presenters.credit_json renders: plain values, no model
+    instances (a page of 100 credits would build 200 of them), one query with their accounts."""
+    return qs.values(
+        *CREDIT_COLUMNS, **{f"iso_{name}": IsoInstant(name) for name in CREDIT_INSTANTS}
+    )
+
+
 def usage_history(grant_pks: list[int]) -> dict[int, list[dict]]:
     """Live applications (deductions not reversed) per grant, newest first; one query."""
     if not grant_pks:
@@ -201,12 +300,12 @@ def usage_history(grant_pks: list[int]) -> dict[int, list[dict]]:
         .order_by("-created_at", "-id")
         .values(
             "grant_id",
-            "created_at",
             "amount",
             "currency",
             "reason",
             "invoice__invoice_id",
             "invoice__invoice_number",
+            iso_created_at=IsoInstant("created_at"),
         )
     )
     from billing_api.presenters import usage_json

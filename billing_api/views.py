@@ -38,6 +38,7 @@ from billing_api.presenters import (
 )
 from billing_api.selectors import (
     balances_for_accounts,
+    credit_rows,
     credits_summary,
     empty_summary,
     ledger_balance_as_of,
@@ -214,14 +215,27 @@ class BillingView(GenericAPIView):
         return serializer.validated_data
 
     def credit_body(self, grant, *, with_usage: bool = True) -> dict:
-        grant = CreditGrant.objects.select_related("account").get(pk=grant.pk)
+        row = credit_rows(CreditGrant.objects.filter(pk=grant.pk)).get()
         usage = usage_history([grant.pk]) if with_usage else {}
-        return credit_json(grant, usage.get(grant.pk), with_usage=with_usage)
+        return credit_json(row, usage.get(grant.pk), with_usage=with_usage)
 
     def invoice_body(self, invoice) -> dict:
         invoice = Invoice.objects.select_related("account").get(pk=invoice.pk)
         lines = invoice.lines.select_related("grant").order_by("position")
         return invoice_json(invoice, list(lines))
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    """An IsoInstant value back to the datetime a cursor holds (only the page's last row)."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _issued_at(row: dict) -> datetime:
+    return _as_datetime(row["iso_issued_at"])
+
+
+def _expires_at(row: dict) -> datetime:
+    return _as_datetime(row["iso_expires_at"])
 
 
 def _strip_private(summary: dict) -> dict:
@@ -265,13 +279,13 @@ class CreditListView(BillingView):
         summary = summaries.get(currency) or empty_summary(currency)
         recs = recommendations(qs, summaries, now=now)
         page, pagination = paginate(
-            qs.select_related("account"), CREDITS_ORDER, request.query_params
+            credit_rows(qs), CREDITS_ORDER, request.query_params, sort_value=_issued_at
         )
-        usage = usage_history([g.pk for g in page]) if include_usage else {}
+        usage = usage_history([r["id"] for r in page]) if include_usage else {}
         return Response(
             {
                 "credits": [
-                    credit_json(g, usage.get(g.pk), with_usage=include_usage) for g in page
+                    credit_json(r, usage.get(r["id"]), with_usage=include_usage) for r in page
                 ],
                 "summary": _strip_private(summary),
                 "summaries": [_strip_private(summaries[c]) for c in sorted(summaries)],
@@ -498,13 +512,13 @@ class CreditExpiringView(BillingView):
             .values("currency")
             .annotate(amount=_sum_remaining(), n=Count("id"))
         ]
-        page, pagination = paginate(qs, EXPIRING_ORDER, params)
-        usage = usage_history([g.pk for g in page]) if include_usage else {}
+        page, pagination = paginate(credit_rows(qs), EXPIRING_ORDER, params, sort_value=_expires_at)
+        usage = usage_history([r["id"] for r in page]) if include_usage else {}
         return Response(
             {
                 "daysAhead": days,
                 "credits": [
-                    credit_json(g, usage.get(g.pk), with_usage=include_usage) for g in page
+                    credit_json(r, usage.get(r["id"]), with_usage=include_usage) for r in page
                 ],
                 "totals": totals,
                 "pagination": pagination,

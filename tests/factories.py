@@ -1,8 +1,6 @@
 """factory_boy factories. Grants and invoices are made through the services, as in production,
 so every row a test sees has its ledger entries."""
 
-from decimal import Decimal
-
 import factory
 
 from credits.actors import Actor
@@ -34,9 +32,7 @@ class AccountFactory(factory.django.DjangoModelFactory):
 def make_grant(account=None, amount="100.00", *, actor=TEST_ACTOR, **kwargs):
     kwargs.setdefault("type", "promotional")
     kwargs.setdefault("currency", (account.currency if account else "USD"))
-    return grant_issue(
-        account=account or AccountFactory(), amount=amount, actor=actor, **kwargs
-    )
+    return grant_issue(account=account or AccountFactory(), amount=amount, actor=actor, **kwargs)
 
 
 def make_invoice(account, *lines, currency=None, actor=TEST_ACTOR, **kwargs):

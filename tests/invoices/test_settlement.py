@@ -341,7 +341,7 @@ class TestPlans:
         }
 
     def test_bulk_apply_writes_the_plan(self):
-        account, invoice, everything, storage = self._setup()
+        account, invoice, _, _ = self._setup()
         result = credits_bulk_apply(
             accounts=[account], actor=TEST_ACTOR, strategy="maximize_savings", now=T0
         )
