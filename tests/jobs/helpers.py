@@ -186,6 +186,7 @@ class CeleryProcess:
     name: str
     proc: subprocess.Popen
     log_path: Path
+    hostname: str = ""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -259,14 +260,16 @@ def start_celery(args: list[str], *, name: str, env: dict, tmp: Path) -> CeleryP
 
 
 def start_worker(*, name: str, queue: str, env: dict, tmp: Path) -> CeleryProcess:
-    return start_celery(
+    """A worker whose hostname is `name@<random>` (kept in `hostname`)."""
+    hostname = f"{name}@{uuid.uuid4().hex[:6]}"
+    process = start_celery(
         [
             "worker",
             "--pool=solo",
             "-Q",
             queue,
             "-n",
-            f"{name}@{uuid.uuid4().hex[:6]}",
+            hostname,
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
@@ -277,6 +280,8 @@ def start_worker(*, name: str, queue: str, env: dict, tmp: Path) -> CeleryProces
         env=env,
         tmp=tmp,
     )
+    process.hostname = hostname
+    return process
 
 
 WORKER_READY = "ready."
@@ -287,3 +292,19 @@ def mail_files(tmp: Path) -> list[str]:
     if not folder.exists():
         return []
     return [p.read_text(errors="replace") for p in sorted(folder.iterdir())]
+
+
+def forget_redis_keys(url: str, queue: str, workers: Iterable[str] = ()) -> None:
+    """Remove what a test's workers left in Redis: the queue's kombu keys and the results
+    (`celery-task-meta-*`) of runs by those workers; nothing else in that database."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    for key in r.scan_iter(f"*{queue}*"):
+        r.delete(key)
+    names = [w.encode() for w in workers]
+    if names:
+        for key in r.scan_iter("celery-task-meta-*"):
+            value = r.get(key) or b""
+            if any(name in value for name in names):
+                r.delete(key)

@@ -34,6 +34,7 @@ from tests.jobs.helpers import (
     Receiver,
     celery_env,
     database_url_for_subprocesses,
+    forget_redis_keys,
     mail_files,
     redis_or_fail,
     redis_url,
@@ -98,9 +99,7 @@ def test_beat_and_worker_expire_a_credit_with_its_ledger_row_and_warning(tmp_pat
     finally:
         stop_all(processes)
         receiver.close()
-        import redis
-
-        redis.Redis.from_url(url).delete(queue, f"_kombu.binding.{queue}")
+        forget_redis_keys(url, queue, [p.hostname for p in processes if p.hostname])
 
     grant.refresh_from_db()
     assert (grant.status, grant.remaining) == (GrantStatus.EXPIRED, Decimal("0.00"))

@@ -32,6 +32,7 @@ from tests.jobs.helpers import (
     bulk_grants,
     celery_env,
     database_url_for_subprocesses,
+    forget_redis_keys,
     mail_files,
     redis_or_fail,
     redis_url,
@@ -72,10 +73,7 @@ def cluster(django_db_setup, tmp_path_factory):
         yield Cluster(client, queue, tmp, workers)
     finally:
         stop_all(workers)
-        import redis
-
-        r = redis.Redis.from_url(url)
-        r.delete(queue, f"_kombu.binding.{queue}")
+        forget_redis_keys(url, queue, [w.hostname for w in workers])
 
 
 @pytest.fixture(autouse=True)
