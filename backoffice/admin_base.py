@@ -45,6 +45,16 @@ def money(amount: Decimal | None, currency: str, *, signed: bool = False) -> str
     return format_html('<span class="{}">{}</span>', css, text)
 
 
+def money_column(field: str, description: str):
+    """A read-only admin column showing a money field of a row that has a `currency`."""
+
+    @admin.display(description=description)
+    def column(self, obj) -> str:
+        return money(getattr(obj, field), obj.currency)
+
+    return column
+
+
 def badge(status: str) -> str:
     return format_html(
         '<span class="bo-badge" style="background:{}">{}</span>',

@@ -24,6 +24,7 @@ from backoffice.admin_base import (
     apply_domain_error,
     badge,
     money,
+    money_column,
     render_page,
     require_perm,
     run_service,
@@ -380,37 +381,14 @@ class CreditGrantAdmin(FastChangelistMixin, admin.ModelAdmin):
     def status_badge(self, obj):
         return badge(obj.status)
 
-    @admin.display(description="original")
-    def original_amount(self, obj):
-        return money(obj.original, obj.currency)
-
-    @admin.display(description="remaining")
-    def remaining_amount(self, obj):
-        return money(obj.remaining, obj.currency)
-
-    @admin.display(description="used")
-    def used_amount(self, obj):
-        return money(obj.used, obj.currency)
-
-    @admin.display(description="reserved by drafts")
-    def reserved_amount(self, obj):
-        return money(obj.reserved, obj.currency)
-
-    @admin.display(description="available")
-    def available_amount(self, obj):
-        return money(obj.available, obj.currency)
-
-    @admin.display(description="price")
-    def price_amount(self, obj):
-        return money(obj.price, obj.currency)
-
-    @admin.display(description="minimum spend")
-    def minimum_spend_amount(self, obj):
-        return money(obj.minimum_spend, obj.currency)
-
-    @admin.display(description="maximum discount")
-    def maximum_discount_amount(self, obj):
-        return money(obj.maximum_discount, obj.currency)
+    original_amount = money_column("original", "original")
+    remaining_amount = money_column("remaining", "remaining")
+    used_amount = money_column("used", "used")
+    reserved_amount = money_column("reserved", "reserved by drafts")
+    available_amount = money_column("available", "available")
+    price_amount = money_column("price", "price")
+    minimum_spend_amount = money_column("minimum_spend", "minimum spend")
+    maximum_discount_amount = money_column("maximum_discount", "maximum discount")
 
     @admin.display(description="transferred from")
     def transferred_from_link(self, obj):
