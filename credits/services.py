@@ -608,7 +608,8 @@ WITH due AS (
 ), grants AS (
     UPDATE credits_creditgrant g
     SET status = 'expired', expired_at = %(now)s, remaining = 0, reserved = 0
-    FROM due WHERE g.id = due.id
+    -- By pk lookups: a join with `due` made the planner hash the whole table for every batch.
+    WHERE g.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING g.id
 ), holds AS (
     UPDATE credits_credithold h
