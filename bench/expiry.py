@@ -17,7 +17,7 @@ and the job runs on the untouched data. Only the statement and the job are timed
     .venv/bin/python bench/expiry.py --grants 10000       # quick
     .venv/bin/python bench/expiry.py --grants 200000 --batch-size 10000 --runs 1
     .venv/bin/python bench/expiry.py --grants 200000 --explain   # plan of one batch
-    .venv/bin/python bench/expiry.py --drop-indexes       # what-if, on the bench copy only
+    .venv/bin/python bench/expiry.py --without-summary-triggers   # what-if, bench copy only
 """
 
 import argparse
@@ -28,16 +28,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-
-# Indexes of credits_creditgrant an UPDATE of its status must also write (status is indexed, so
-# no update is HOT). What-if only: dropped in the bench database, never in a migration.
-WHAT_IF_DROPPED = [
-    "credits_creditgrant_account_id_7fb96e8c",  # prefix of grant_account_cur_status
-    "credits_creditgrant_credit_id_4d890a81_like",
-    "credits_creditgrant_issued_by_db812b8c_like",
-    "credits_creditgrant_reference_id_fd846ff5_like",
-    "credits_creditgrant_campaign_id_0fde919f_like",
-]
 
 LOAD_ACCOUNTS = """
 INSERT INTO credits_account
@@ -212,6 +202,11 @@ def verify(grants: int, now: datetime) -> None:
     problems = ledger_problems()
     if problems:
         raise SystemExit(f"verify_ledger: {len(problems)} broken grants, e.g. {problems[0]}")
+    from credits.summaries import summary_problems
+
+    wrong = summary_problems()
+    if wrong:
+        raise SystemExit(f"grant summary: {len(wrong)} wrong keys, e.g. {wrong[0]}")
 
 
 def main() -> None:
@@ -225,9 +220,9 @@ def main() -> None:
     ap.add_argument("--db", default="credits_bench_expiry")
     ap.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE one batch and stop")
     ap.add_argument(
-        "--drop-indexes",
+        "--without-summary-triggers",
         action="store_true",
-        help="what-if: drop the redundant grant indexes in the bench database first",
+        help="what-if: drop the grant summary triggers in the bench database first",
     )
     ap.add_argument("--fillfactor", type=int, default=None, help="what-if: grant table fillfactor")
     ap.add_argument("--no-verify", action="store_true", help="skip the ledger check after a run")
@@ -242,16 +237,20 @@ def main() -> None:
 
     batch_size = args.batch_size or settings.CREDIT_EXPIRE_BATCH_SIZE
     actor = Actor.for_job("expire_credits")
-    if args.drop_indexes:
-        for name in WHAT_IF_DROPPED:
-            sql(f"DROP INDEX IF EXISTS {name}")
+    if args.without_summary_triggers:
+        names = sql(
+            "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'pgtrigger_grant_summary%%'",
+            fetch=True,
+        )
+        for (name,) in names:
+            sql(f"DROP TRIGGER {name} ON credits_creditgrant")
     if args.fillfactor:
         sql(f"ALTER TABLE credits_creditgrant SET (fillfactor = {args.fillfactor})")
     indexes = index_sizes("credits_creditgrant")
     print(
         f"# Expiry: {args.grants:,} due grants over {accounts:,} accounts, batch {batch_size:,}; "
         f"credits_creditgrant has {len(indexes)} indexes"
-        + (" (what-if: redundant ones dropped)" if args.drop_indexes else "")
+        + (" (what-if: no summary triggers)" if args.without_summary_triggers else "")
         + (f", fillfactor {args.fillfactor}" if args.fillfactor else ""),
         flush=True,
     )

@@ -1,11 +1,13 @@
 """Query filters of the lists (django-filter), validated: an unknown enum or a malformed date
 is a 400 naming the parameter, never an empty list or a 500."""
 
+import functools
 from datetime import UTC, date, datetime, time, timedelta
 
 import django_filters as df
 from dateutil.relativedelta import relativedelta
 from django.utils import timezone
+from django_filters.utils import translate_validation
 from rest_framework.exceptions import ValidationError
 
 from credits.models import CreditGrant, EntryKind, GrantStatus, GrantType, LedgerEntry
@@ -151,3 +153,17 @@ class InvoiceFilter(df.FilterSet):
 InvoiceFilter.base_filters["status[]"] = df.MultipleChoiceFilter(
     field_name="status", choices=_choices(InvoiceStatus.values)
 )
+
+
+@functools.cache
+def _form_class(filterset_class: type[df.FilterSet]):
+    return filterset_class(queryset=filterset_class._meta.model.objects.none()).form.__class__
+
+
+def validated(filterset_class: type[df.FilterSet], params) -> dict:
+    """The cleaned values of a filterset's parameters, or the 400 its backend would raise,
+    without building a FilterSet (it deep-copies every filter on each request)."""
+    form = _form_class(filterset_class)(params)
+    if not form.is_valid():
+        raise translate_validation(form.errors)
+    return form.cleaned_data

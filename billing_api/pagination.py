@@ -46,14 +46,14 @@ def parse_limit(raw: str | None) -> int:
     return limit
 
 
-def _encode(ordering: Ordering, value, pk: int) -> str:
+def encode_cursor(ordering: Ordering, value, pk: int) -> str:
     if isinstance(value, datetime):
         value = {"t": value.isoformat()}
     payload = json.dumps([ordering.name, value, pk], separators=(",", ":"))
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def _decode(ordering: Ordering, cursor: str):
+def decode_cursor(ordering: Ordering, cursor: str):
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         name, value, pk = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -81,7 +81,7 @@ def paginate(qs: QuerySet, ordering: Ordering, params, *, sort_value=None) -> tu
     qs = qs.order_by(*ordering.order_by())
     cursor = params.get("cursor")
     if cursor:
-        value, pk = _decode(ordering, cursor)
+        value, pk = decode_cursor(ordering, cursor)
         op = "lt" if ordering.descending else "gt"
         qs = qs.filter(
             Q(**{f"{ordering.field}__{op}": value}) | Q(**{ordering.field: value, f"pk__{op}": pk})
@@ -98,7 +98,8 @@ def paginate(qs: QuerySet, ordering: Ordering, params, *, sort_value=None) -> tu
             value = last[ordering.field]
         else:
             value = _attr(last, ordering.field)
-        next_cursor = _encode(ordering, value, last["id"] if isinstance(last, dict) else last.pk)
+        pk = last["id"] if isinstance(last, dict) else last.pk
+        next_cursor = encode_cursor(ordering, value, pk)
     return rows, {"limit": limit, "hasMore": has_more, "nextCursor": next_cursor}
 
 

@@ -58,9 +58,35 @@ def _unquote(match: re.Match) -> str:
     return match.group(1)
 
 
+class RawJSON:
+    """JSON text written elsewhere (by PostgreSQL: billing_api.credit_list), put in the output
+    as it is. Its author answers for it being valid JSON."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+_RAW = _MARK + "raw"
+_RAW_MARKED = re.compile(r'"\\u0000' + _NONCE + r'raw([0-9]+)"')
+
+
 def dumps(value) -> str:
-    text = json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=True)
-    return _MARKED.sub(_unquote, text)
+    raws: list[str] = []
+
+    def default(value):
+        if value.__class__ is RawJSON:
+            raws.append(value.text)
+            return f"{_RAW}{len(raws) - 1}"
+        return _default(value)
+
+    text = json.dumps(value, default=default, separators=(",", ":"), ensure_ascii=True)
+    text = _MARKED.sub(_unquote, text)
+    if raws:
+        # After the numbers: the raw text is not scanned again.
+        text = _RAW_MARKED.sub(lambda m: raws[int(m.group(1))], text)
+    return text
 
 
 class MoneyJSONRenderer(JSONRenderer):
@@ -71,4 +97,5 @@ class MoneyJSONRenderer(JSONRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
         if data is None:
             return b""
-        return dumps(data).encode("ascii")
+        # ASCII but for RawJSON text, which PostgreSQL writes in UTF-8.
+        return dumps(data).encode("utf-8")

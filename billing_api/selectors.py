@@ -51,75 +51,63 @@ def _when(condition: Q, then=None):
     return Coalesce(Sum(then, filter=condition), Value(ZERO), output_field=MONEY)
 
 
-def _unused_window(now: datetime) -> Q:
-    # Never used, usable, and not already named by an expiration warning.
-    return Q(status=GrantStatus.ACTIVE, used=0, remaining__gt=0) & (
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now + timedelta(days=EXPIRY_WARNING_DAYS))
-    )
-
-
-# The summary's buckets of a grant (selectors.credits_summary): exclusive, since expiring needs
-# an expiry within 30 days and unused one beyond 90 days (or none).
-OTHER, EXPIRING, UNUSED_ANY, UNUSED_RESTRICTED = 0, 1, 2, 3
+# The summary's unused buckets of a grant (never used and usable, with any service or with
+# restricted ones) and the rest.
+OTHER, UNUSED_ANY, UNUSED_RESTRICTED = 0, 1, 2
 
 
 def credits_summary(qs: QuerySet, *, now: datetime) -> dict[str, dict]:
-    """Per currency: the seed's summary (amounts are remaining credit) plus the unused credit
-    per type that the recommendations speak of. One GROUP BY over the filtered grants.
-
-    Each grant falls in one bucket (expiring within 30 days, never used with any service, never
-    used with restricted services, other), grouped on with currency, type and status: two sums
-    per row (remaining, used) instead of five conditional ones, the rest added up here from
-    the few dozen groups."""
+    """Per currency: the seed's summary (amounts are remaining credit) plus the never-used
+    credit per type that the recommendations speak of. One GROUP BY over the filtered grants,
+    on currency, type, status and unused bucket, with the credit expiring within 30 days
+    summed apart. (billing_api.credit_list reads the same from the grant summary rows.)"""
     soon = now + timedelta(days=30)
     unrestricted = Q(applicable_services=["all"]) | Q(applicable_services=[])
-    unused = _unused_window(now)
+    never_used = Q(status=GrantStatus.ACTIVE, used=0, remaining__gt=0)
+    expiring_soon = Q(status__in=OPEN_STATUSES, expires_at__gt=now, expires_at__lte=soon)
     bucket = Case(
-        When(
-            Q(status__in=OPEN_STATUSES, expires_at__gt=now, expires_at__lte=soon),
-            then=Value(EXPIRING),
-        ),
-        When(unused & unrestricted, then=Value(UNUSED_ANY)),
-        When(unused, then=Value(UNUSED_RESTRICTED)),
+        When(never_used & unrestricted, then=Value(UNUSED_ANY)),
+        When(never_used, then=Value(UNUSED_RESTRICTED)),
         default=Value(OTHER),
         output_field=IntegerField(),
     )
-    rows = (
+    rows = list(
         qs.order_by()
         .annotate(bucket=bucket)
-        .values("currency", "type", "status", "bucket")
-        .annotate(n=Count("*"), remaining_sum=Sum("remaining"), used_sum=Sum("used"))
+        .values_list("currency", "type", "status", "bucket")
+        .annotate(
+            n=Count("*"),
+            remaining_sum=Sum("remaining"),
+            used_sum=Sum("used"),
+            expiring_sum=_when(expiring_soon),
+        )
     )
+    expiring: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for row in rows:
+        expiring[row[0]] += row[7]
+    return summaries_from_groups([row[:7] for row in rows], expiring)
+
+
+def summaries_from_groups(groups, expiring: dict[str, Decimal] | None = None) -> dict[str, dict]:
+    """The per-currency summaries from groups of credits (currency, type, status, unused bucket,
+    count, remaining, used) and the credit expiring within 30 days per currency."""
     out: dict[str, dict] = {}
     # Sorted, so that byType and byStatus list their keys in one order whatever the plan.
-    for r in sorted(rows, key=lambda r: (r["currency"], r["type"], r["status"], r["bucket"])):
-        cur = r["currency"]
-        s = out.setdefault(
-            cur,
-            {
-                "totalCredits": ZERO,
-                "totalUsed": ZERO,
-                "byType": {},
-                "byStatus": {},
-                "expiringWithin30Days": ZERO,
-                "currency": cur,
-                "count": 0,
-                "_unused": {},
-            },
-        )
-        remaining = r["remaining_sum"]
+    for cur, type_, status, bucket, n, remaining, used in sorted(groups, key=lambda r: r[:4]):
+        s = out.get(cur) or out.setdefault(cur, empty_summary(cur))
         s["totalCredits"] += remaining
-        s["totalUsed"] += r["used_sum"]
-        s["count"] += r["n"]
-        for group, name in (("byType", r["type"]), ("byStatus", r["status"])):
+        s["totalUsed"] += used
+        s["count"] += n
+        for group, name in (("byType", type_), ("byStatus", status)):
             entry = s[group].setdefault(name, {"amount": ZERO, "count": 0})
             entry["amount"] += remaining
-            entry["count"] += r["n"]
-        if r["bucket"] == EXPIRING:
-            s["expiringWithin30Days"] += remaining
-        elif r["bucket"] in (UNUSED_ANY, UNUSED_RESTRICTED) and remaining:
-            u = s["_unused"].setdefault(r["type"], {"any": ZERO, "restricted": ZERO})
-            u["any" if r["bucket"] == UNUSED_ANY else "restricted"] += remaining
+            entry["count"] += n
+        if bucket in (UNUSED_ANY, UNUSED_RESTRICTED):
+            u = s["_unused"].setdefault(type_, {"any": ZERO, "restricted": ZERO})
+            u["any" if bucket == UNUSED_ANY else "restricted"] += remaining
+    for cur, amount in (expiring or {}).items():
+        s = out.get(cur) or out.setdefault(cur, empty_summary(cur))
+        s["expiringWithin30Days"] += amount
     for cur, s in out.items():
         s["totalCredits"] = q(s["totalCredits"], cur)
         s["totalUsed"] = q(s["totalUsed"], cur)
@@ -127,6 +115,7 @@ def credits_summary(qs: QuerySet, *, now: datetime) -> dict[str, dict]:
         for group in ("byType", "byStatus"):
             for entry in s[group].values():
                 entry["amount"] = q(entry["amount"], cur)
+        s["_unused"] = {t: u for t, u in s["_unused"].items() if u["any"] or u["restricted"]}
     return out
 
 
@@ -154,12 +143,24 @@ def _long_date(at: datetime) -> str:
     return f"{at:%B} {at.day}, {at.year}"
 
 
-def recommendations(qs: QuerySet, summaries: dict[str, dict], *, now: datetime) -> list[dict]:
-    """The seed's recommendations, from the same filtered grants as the summary: a warning for
-    each of the (up to 3) usable credits expiring soonest within 90 days, then the never-used
-    credit per type (one query for the warnings; the rest comes from the summary)."""
-    out = []
-    expiring = (
+# What a credit's expiration warning reads, in this order (soonest_expiring).
+WARNING_COLUMNS = (
+    "credit_id",
+    "type",
+    "currency",
+    "remaining",
+    "description",
+    "expires_at",
+    "applicable_services",
+    "status",
+    "used",
+)
+
+
+def soonest_expiring(qs: QuerySet, *, now: datetime) -> list[tuple]:
+    """The (up to 3) usable credits of `qs` expiring soonest within 90 days, as WARNING_COLUMNS
+    tuples."""
+    return list(
         qs.filter(
             status__in=USABLE_STATUSES,
             remaining__gt=0,
@@ -167,38 +168,51 @@ def recommendations(qs: QuerySet, summaries: dict[str, dict], *, now: datetime) 
             expires_at__lte=now + timedelta(days=EXPIRY_WARNING_DAYS),
         )
         .order_by("expires_at", "pk")
-        .only(
-            "credit_id",
-            "type",
-            "currency",
-            "remaining",
-            "description",
-            "expires_at",
-            "applicable_services",
-        )[:MAX_EXPIRY_WARNINGS]
+        .values_list(*WARNING_COLUMNS)[:MAX_EXPIRY_WARNINGS]
     )
-    for g in expiring:
-        label = (g.description.split(" - ")[0].strip() or g.type).lower()
-        days_left = (g.expires_at - now).days
+
+
+def recommendations(
+    expiring: list[tuple], summaries: dict[str, dict], *, now: datetime
+) -> list[dict]:
+    """The seed's recommendations, from the same filtered grants as the summary: a warning for
+    each of the (up to 3) usable credits expiring soonest within 90 days (`expiring`, from
+    soonest_expiring), then the never-used credit per type (from the summary) that no warning
+    names already: each credit is recommended once."""
+    out = []
+    warned: dict[tuple[str, str], dict[str, Decimal]] = defaultdict(
+        lambda: {"any": ZERO, "restricted": ZERO}
+    )
+    for row in expiring:
+        credit_id, type_, currency, remaining, description, expires_at, services, status, used = row
+        if status == GrantStatus.ACTIVE and used == 0:
+            scope = "any" if services in (["all"], []) else "restricted"
+            warned[currency, type_][scope] += remaining
+        label = (description.split(" - ")[0].strip() or type_).lower()
+        days_left = (expires_at - now).days
         out.append(
             {
                 "type": "expiration_warning",
                 "priority": "high" if days_left < URGENT_DAYS else "medium",
-                "title": f"Use {g.type.title()} Credit Before Expiration",
+                "title": f"Use {type_.title()} Credit Before Expiration",
                 "description": (
-                    f"Your {label} credit of {fmt(g.remaining, g.currency)} will expire on "
-                    f"{_long_date(g.expires_at)}. Consider using it for upcoming "
-                    f"{_services_phrase(g.applicable_services or ['all'])} usage."
+                    f"Your {label} credit of {fmt(remaining, currency)} will expire on "
+                    f"{_long_date(expires_at)}. Consider using it for upcoming "
+                    f"{_services_phrase(services or ['all'])} usage."
                 ),
-                "potentialSavings": q(g.remaining, g.currency),
-                "currency": g.currency,
-                "creditIds": [g.credit_id],
+                "potentialSavings": q(remaining, currency),
+                "currency": currency,
+                "creditIds": [credit_id],
             }
         )
     unused = []
     for cur, s in summaries.items():
-        for type_, amounts in s["_unused"].items():
+        for type_, unused_amounts in s["_unused"].items():
+            named = warned.get((cur, type_), {"any": ZERO, "restricted": ZERO})
+            amounts = {k: unused_amounts[k] - named[k] for k in ("any", "restricted")}
             total = amounts["any"] + amounts["restricted"]
+            if not total:
+                continue
             scope = "any service" if not amounts["restricted"] else "their eligible services"
             unused.append(
                 {

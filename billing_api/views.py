@@ -17,6 +17,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
+from billing_api import credit_list
 from billing_api import serializers as s
 from billing_api.auth import ApiKeyAuthentication, ApiKeyThrottle, HasScope
 from billing_api.filters import (
@@ -27,15 +28,23 @@ from billing_api.filters import (
     InvoiceFilter,
     LedgerFilter,
     date_window,
+    validated,
 )
 from billing_api.idempotency import HEADER, idempotent
-from billing_api.pagination import Ordering, paginate
+from billing_api.pagination import (
+    Ordering,
+    decode_cursor,
+    encode_cursor,
+    paginate,
+    parse_limit,
+)
 from billing_api.presenters import (
     account_json,
     credit_json,
     invoice_json,
     ledger_entry_json,
 )
+from billing_api.renderers import RawJSON
 from billing_api.selectors import (
     balances_for_accounts,
     credit_rows,
@@ -43,6 +52,7 @@ from billing_api.selectors import (
     empty_summary,
     ledger_balance_as_of,
     recommendations,
+    soonest_expiring,
     source_usage_rates,
     usage_history,
 )
@@ -260,39 +270,95 @@ class CreditListView(BillingView):
         summary="List credits with their summary and recommendations",
     )
     def get(self, request):
-        account_id = request.query_params.get("accountId")
-        # A known account's pk, not a join: the planner then range-scans its own index.
-        base = (
-            CreditGrant.objects.filter(account_id=self.get_account(account_id).pk)
-            if account_id
-            else self.grants()
-        )
-        qs = self.filter_queryset(base)
+        query = self.credit_query()
         include_usage = _bool_param(request.query_params, "includeUsageHistory")
         now = timezone.now()
-        summaries = credits_summary(qs, now=now)
+        fast = credit_list.fast_path()
+        if fast and query.summary_rows_answer:
+            # Also answers whether the account is the partner's (a 404 otherwise).
+            summaries = credit_list.credits_summary(query, now=now)
+        else:
+            if query.account_id is not None:
+                self.get_account(query.account_id)
+            summaries = credits_summary(query.queryset(), now=now)
         currency = request.query_params.get("currency") or (
             max(summaries, key=lambda c: (summaries[c]["count"], c == "USD", c))
             if summaries
             else "USD"
         )
         summary = summaries.get(currency) or empty_summary(currency)
-        recs = recommendations(qs, summaries, now=now)
-        page, pagination = paginate(
-            credit_rows(qs), CREDITS_ORDER, request.query_params, sort_value=_issued_at
+        expiring = (
+            credit_list.soonest_expiring(query, now=now)
+            if fast
+            else soonest_expiring(query.queryset(), now=now)
         )
-        usage = usage_history([r["id"] for r in page]) if include_usage else {}
+        recs = recommendations(expiring, summaries, now=now)
+        if fast:
+            credits, pagination = self.credit_page_json(query, include_usage)
+        else:
+            page, pagination = paginate(
+                credit_rows(query.queryset()),
+                CREDITS_ORDER,
+                request.query_params,
+                sort_value=_issued_at,
+            )
+            usage = usage_history([r["id"] for r in page]) if include_usage else {}
+            credits = [credit_json(r, usage.get(r["id"]), with_usage=include_usage) for r in page]
         return Response(
             {
-                "credits": [
-                    credit_json(r, usage.get(r["id"]), with_usage=include_usage) for r in page
-                ],
+                "credits": credits,
                 "summary": _strip_private(summary),
                 "summaries": [_strip_private(summaries[c]) for c in sorted(summaries)],
                 "recommendations": recs,
                 "pagination": pagination,
             }
         )
+
+    def credit_query(self) -> credit_list.CreditQuery:
+        """The validated filters (CreditFilter: a 400 naming the parameter otherwise)."""
+        params = self.request.query_params
+        data = validated(CreditFilter, params)
+        account_id = params.get("accountId")
+        start, end = date_window(data.get("dateRange"), data.get("startDate"), data.get("endDate"))
+
+        def chosen(*names) -> tuple[str, ...] | None:
+            # status and status[] (type, type[]) may both be given: both must hold.
+            picked = None
+            for name in names:
+                if data.get(name):
+                    values = set(data[name])
+                    picked = values if picked is None else picked & values
+            return None if picked is None else tuple(sorted(picked))
+
+        return credit_list.CreditQuery(
+            partner_id=self.partner.pk,
+            # A known account's pk, not a join: the planner then range-scans its own index.
+            account_id=str(account_id) if account_id else None,
+            statuses=chosen("status", "status[]"),
+            types=chosen("type", "type[]"),
+            currency=data.get("currency") or None,
+            issued_from=start,
+            issued_to=end,
+        )
+
+    def credit_page_json(self, query, include_usage: bool) -> tuple[RawJSON, dict]:
+        """The page as JSON written by PostgreSQL (billing_api.credit_list), with the same
+        keyset cursor as paginate()."""
+        params = self.request.query_params
+        limit = parse_limit(params.get("limit"))
+        cursor = params.get("cursor")
+        after = decode_cursor(CREDITS_ORDER, cursor) if cursor else None
+        rows = credit_list.credit_page(
+            query, limit=limit + 1, after=after, with_usage=include_usage
+        )
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = None
+        if has_more:
+            pk, issued_at, _ = rows[-1]
+            next_cursor = encode_cursor(CREDITS_ORDER, _as_datetime(issued_at), pk)
+        credits = RawJSON("[" + ",".join(row[2] for row in rows) + "]")
+        return credits, {"limit": limit, "hasMore": has_more, "nextCursor": next_cursor}
 
 
 class CreditDetailView(BillingView):

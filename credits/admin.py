@@ -48,6 +48,7 @@ from credits.models import (
     CreditHold,
     GrantEvent,
     GrantStatus,
+    GrantSummary,
     LedgerEntry,
     Partner,
 )
@@ -796,6 +797,40 @@ class GrantEventAdmin(FastChangelistMixin, admin.ModelAdmin):
     sortable_by = ("created_at",)
     actions = None
     readonly_fields = ("grant", "kind", "actor", "reason", "data", "created_at")
+    fields = readonly_fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(GrantSummary)
+class GrantSummaryAdmin(admin.ModelAdmin):
+    """The per-account grant summary the database keeps (read-only: triggers write it, the
+    compact_grant_summaries job folds it, verify_ledger checks it)."""
+
+    list_display = (
+        "account",
+        "currency",
+        "type",
+        "status",
+        "unused",
+        "restricted",
+        "grants",
+        "remaining",
+        "used",
+        "compacted",
+    )
+    list_select_related = ("account",)
+    list_filter = ("currency", "type", "status", "compacted")
+    search_fields = ("account__account_id",)
+    actions = None
+    readonly_fields = list_display
     fields = readonly_fields
 
     def has_add_permission(self, request) -> bool:

@@ -201,10 +201,31 @@ def auto_apply_expiring_credits(*, now: datetime | None = None, worker: str = ""
     return _run("auto_apply_expiring_credits", worker, body)
 
 
+def compact_grant_summaries(*, worker: str = "") -> JobResult:
+    """Fold the grant summary's delta rows (credits.summaries): no figure changes, the rows a
+    credits list reads stay few."""
+    from credits.summaries import grant_summaries_compact
+
+    def body(actor: Actor, result: JobResult) -> None:
+        done = grant_summaries_compact()
+        result.counts = {
+            "accounts": done.accounts,
+            "rows_before": done.rows_before,
+            "rows_after": done.rows_after,
+        }
+        result.summary = (
+            f"compact_grant_summaries: {done.accounts} account(s), {done.rows_before} summary "
+            f"row(s) folded into {done.rows_after}"
+        )
+
+    return _run("compact_grant_summaries", worker, body)
+
+
 JOBS: dict[str, Callable[..., JobResult]] = {
     "activate_credits": activate_credits,
     "expire_credits": expire_credits,
     "send_expiry_warnings": send_expiry_warnings,
     "mark_overdue_invoices": mark_overdue_invoices,
     "auto_apply_expiring_credits": auto_apply_expiring_credits,
+    "compact_grant_summaries": compact_grant_summaries,
 }

@@ -41,6 +41,11 @@ def auto_apply_expiring_credits(self) -> dict:
     return _done(jobs.auto_apply_expiring_credits(worker=self.request.hostname or ""))
 
 
+@shared_task(name="credits.tasks.compact_grant_summaries", bind=True)
+def compact_grant_summaries(self) -> dict:
+    return _done(jobs.compact_grant_summaries(worker=self.request.hostname or ""))
+
+
 @shared_task(name="credits.tasks.send_expiry_warnings", bind=True)
 def send_expiry_warnings(self) -> dict:
     result = jobs.send_expiry_warnings(worker=self.request.hostname or "")

@@ -96,6 +96,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     )
 
+else:
+    # Lets psycopg prepare statements on a connection. Django's own cursors bind parameters on
+    # the client side and are never prepared; the server-side cursors of the API's credits list
+    # (billing_api.credit_list) prepare theirs on first use, so their planning is paid once per
+    # connection.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -260,6 +267,12 @@ CELERY_BEAT_SCHEDULE = {
         crontab(hour="2", minute="0"),
         "Daily at 02:00 UTC: for accounts that opted in, credits expiring within 7 days are "
         "applied to their pending and overdue invoices.",
+    ),
+    "compact_grant_summaries": _job(
+        "credits.tasks.compact_grant_summaries",
+        60.0,
+        "Every minute: each account's grant summary deltas (appended by the database on every "
+        "change to its credits) are folded into one row per key; no figure changes.",
     ),
 }
 

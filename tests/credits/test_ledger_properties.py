@@ -35,6 +35,7 @@ from credits.models import (
 )
 from credits.money import quantum
 from credits.services import grant_transfer, grant_void, grants_activate_due, grants_expire
+from credits.summaries import grant_summaries_compact
 from invoices.models import Invoice, InvoiceStatus, LineKind
 from invoices.services import (
     invoice_apply_credit,
@@ -130,6 +131,7 @@ def operations(currency: str):
         st.tuples(st.just("expire"), st.sampled_from((timedelta(days=1), timedelta(days=4)))),
         st.tuples(st.just("transfer"), advance, index, st.sampled_from(FRACTIONS)),
         st.tuples(st.just("activate"), advance),
+        st.tuples(st.just("compact"), st.just(timedelta(0))),
     )
 
 
@@ -245,6 +247,9 @@ class Run:
 
     def op_activate(self):
         grants_activate_due(actor=TEST_ACTOR, now=self.now)
+
+    def op_compact(self):
+        grant_summaries_compact()  # the beat job folding the summary deltas (PostgreSQL)
 
     def finalize(self, invoice: Invoice) -> None:
         expected = self.octane_expectation(invoice)

@@ -1,4 +1,4 @@
-"""The five jobs as management commands (SQLite and PostgreSQL): each does its work, prints
+"""The jobs as management commands (SQLite and PostgreSQL): each does its work, prints
 what it did, and a second run writes nothing. The Celery tasks call the same functions
 (credits.jobs); tests/jobs/test_worker.py runs them in real workers."""
 
@@ -12,8 +12,10 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
-from credits.models import EntryKind, GrantEvent, GrantStatus, LedgerEntry
+from credits.models import EntryKind, GrantEvent, GrantStatus, GrantSummary, LedgerEntry
 from credits.selectors import ledger_problems
+from credits.services import grant_void
+from credits.summaries import summary_problems
 from invoices.models import InvoiceEvent, InvoiceStatus
 from invoices.services import invoice_finalize
 from notifications.models import ExpiryWarning
@@ -150,3 +152,23 @@ def test_verbose_command_lists_its_counts():
     out = StringIO()
     call_command("expire_credits", verbosity=2, stdout=out)
     assert "  expired: 0" in out.getvalue()
+
+
+@pytest.mark.postgres
+def test_compact_grant_summaries_folds_the_deltas_and_changes_no_figure():
+    account = AccountFactory()
+    grant = make_grant(account, "60.00", expiration_days=30)
+    grant_void(grant=grant, actor=TEST_ACTOR, reason="test")
+    make_grant(account, "25.00", type="refund")
+    assert GrantSummary.objects.filter(compacted=False).count() == 4  # 3 changes, 4 deltas
+    out = run("compact_grant_summaries", "--verbosity", "2")
+    assert "compact_grant_summaries: 1 account(s), 4 summary row(s) folded into 2" in out
+    rows = GrantSummary.objects.order_by("type").values_list(
+        "type", "status", "grants", "remaining", "compacted"
+    )
+    assert list(rows) == [
+        ("promotional", "voided", 1, Decimal("0.00"), True),
+        ("refund", "active", 1, Decimal("25.00"), True),
+    ]
+    assert "compact_grant_summaries: 0 account(s)" in run("compact_grant_summaries")
+    assert summary_problems() == []
