@@ -72,6 +72,20 @@ def _changelist(model, **params) -> str:
     return f"{url}?{urlencode(params)}" if params else url
 
 
+class ReadOnlyMixin:
+    """No add, change or delete for anyone, superusers included (rows written by services,
+    triggers or commands only)."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 # ---------------------------------------------------------------------------------------------
 # Partners and API keys
 
@@ -88,7 +102,7 @@ class PartnerAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Keys are made by `manage.py create_api_key` (the raw key is printed once); here they are
     only listed. Only the hash is stored, so there is nothing secret to show."""
 
@@ -117,15 +131,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_revoke_permission(self, request) -> bool:
         # Revoking is the one change a key allows; whoever may change keys may revoke them.
         return request.user.has_perm("credits.change_apikey")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -692,7 +697,7 @@ class CreditGrantAdmin(FastChangelistMixin, admin.ModelAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(FastChangelistMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnlyMixin, FastChangelistMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "kind",
@@ -760,15 +765,6 @@ class LedgerEntryAdmin(FastChangelistMixin, admin.ModelAdmin):
     def short_reason(self, obj):
         return obj.reason if len(obj.reason) <= 40 else obj.reason[:39] + "…"
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
@@ -790,7 +786,7 @@ class LedgerEntryAdmin(FastChangelistMixin, admin.ModelAdmin):
 
 
 @admin.register(GrantEvent)
-class GrantEventAdmin(FastChangelistMixin, admin.ModelAdmin):
+class GrantEventAdmin(ReadOnlyMixin, FastChangelistMixin, admin.ModelAdmin):
     list_display = ("created_at", "grant", "kind", "actor", "reason")
     list_select_related = ("grant",)
     list_filter = ("kind", filters.ActorFilter)
@@ -799,18 +795,9 @@ class GrantEventAdmin(FastChangelistMixin, admin.ModelAdmin):
     readonly_fields = ("grant", "kind", "actor", "reason", "data", "created_at")
     fields = readonly_fields
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(GrantSummary)
-class GrantSummaryAdmin(admin.ModelAdmin):
+class GrantSummaryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """The per-account grant summary the database keeps (read-only: triggers write it, the
     compact_grant_summaries job folds it, verify_ledger checks it)."""
 
@@ -832,12 +819,3 @@ class GrantSummaryAdmin(admin.ModelAdmin):
     actions = None
     readonly_fields = list_display
     fields = readonly_fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -141,33 +141,23 @@ def _summary_delta_func(*, new: str | None = None, old: str | None = None) -> st
     """  # noqa: S608 (table names are literals)
 
 
+def _summary_trigger(name: str, operation, *, old: str | None = None, new: str | None = None):
+    return pgtrigger.Trigger(
+        name=name,
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=operation,
+        referencing=pgtrigger.Referencing(old=old, new=new),
+        func=_summary_delta_func(new=new, old=old),
+    )
+
+
 GRANT_SUMMARY_TRIGGERS = [
-    pgtrigger.Trigger(
-        name="grant_summary_on_insert",
-        level=pgtrigger.Statement,
-        when=pgtrigger.After,
-        operation=pgtrigger.Insert,
-        referencing=pgtrigger.Referencing(new="new_rows"),
-        func=_summary_delta_func(new="new_rows"),
-    ),
-    pgtrigger.Trigger(
-        name="grant_summary_on_update",
-        level=pgtrigger.Statement,
-        when=pgtrigger.After,
-        # Every UPDATE (PostgreSQL allows no column list with transition tables); one that
-        # changes no summary column nets to zero and appends nothing.
-        operation=pgtrigger.Update,
-        referencing=pgtrigger.Referencing(old="old_rows", new="new_rows"),
-        func=_summary_delta_func(new="new_rows", old="old_rows"),
-    ),
-    pgtrigger.Trigger(
-        name="grant_summary_on_delete",
-        level=pgtrigger.Statement,
-        when=pgtrigger.After,
-        operation=pgtrigger.Delete,
-        referencing=pgtrigger.Referencing(old="old_rows"),
-        func=_summary_delta_func(old="old_rows"),
-    ),
+    _summary_trigger("grant_summary_on_insert", pgtrigger.Insert, new="new_rows"),
+    # Every UPDATE (PostgreSQL allows no column list with transition tables); one that changes
+    # no summary column nets to zero and appends nothing.
+    _summary_trigger("grant_summary_on_update", pgtrigger.Update, old="old_rows", new="new_rows"),
+    _summary_trigger("grant_summary_on_delete", pgtrigger.Delete, old="old_rows"),
 ]
 
 
