@@ -100,7 +100,7 @@ def load(grants: int, accounts: int, now: datetime) -> float:
     t0 = time.perf_counter()
     sql(
         "TRUNCATE credits_ledgerentry, credits_credithold, credits_grantevent, "
-        "credits_creditgrant, credits_account RESTART IDENTITY CASCADE"
+        "credits_grantsummary, credits_creditgrant, credits_account RESTART IDENTITY CASCADE"
     )
     sql(LOAD_ACCOUNTS, {"accounts": accounts, "now": now})
     sql(LOAD_GRANTS, {"accounts": accounts, "grants": grants, "now": now})

@@ -109,8 +109,8 @@ def reset() -> None:
     sql(
         "TRUNCATE notifications_deliveryattempt, notifications_delivery, "
         "notifications_expirywarning, notifications_expirynotice, credits_ledgerentry, "
-        "credits_grantevent, credits_credithold, credits_creditgrant, credits_account, "
-        "credits_partner RESTART IDENTITY CASCADE"
+        "credits_grantevent, credits_credithold, credits_grantsummary, credits_creditgrant, "
+        "credits_account, credits_partner RESTART IDENTITY CASCADE"
     )
     sql("DROP TABLE IF EXISTS bench_baseline")
 
