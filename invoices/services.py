@@ -21,7 +21,7 @@ from django.utils import timezone
 from credits import allocation
 from credits.actors import Actor
 from credits.exceptions import BusinessRuleViolation, Conflict, ValidationFailed
-from credits.locking import lock_grants, lock_grants_matching, lock_invoices
+from credits.locking import lock_grants, lock_grants_for_settlement, lock_invoices
 from credits.models import OPEN_STATUSES, Account, CreditGrant, CreditHold, GrantStatus
 from credits.money import check_currency, fmt, from_minor, parse_amount, quantum, to_minor
 from credits.services import (
@@ -31,6 +31,7 @@ from credits.services import (
     grants_reverse_invoice_locked,
     hold_place_locked,
     holds_release_locked,
+    insert_rows,
     live_deductions,
     referrals_activate_for_account_locked,
     save_fields,
@@ -50,7 +51,6 @@ from invoices.selectors import (
     candidates_for,
     charge_lines,
     invoice_target,
-    usable_grants_q,
 )
 
 MAX_LINES = 500
@@ -125,9 +125,10 @@ def _build_lines(invoice: Invoice, lines: Sequence[dict], start: int) -> list[In
 
 
 def _event(invoice: Invoice, kind: str, actor: Actor, now: datetime, reason="", **data) -> None:
-    InvoiceEvent.objects.create(
+    event = InvoiceEvent(
         invoice=invoice, kind=kind, actor=actor.label, reason=reason, data=data, created_at=now
     )
+    insert_rows(InvoiceEvent, [event])
 
 
 @transaction.atomic
@@ -319,7 +320,7 @@ def _write_settlement(
             next_position += 1
             new_lines.append(line)
         credit_line_of[pk] = line
-    InvoiceLine.objects.bulk_create(new_lines)
+    insert_rows(InvoiceLine, new_lines)
     if changed_lines:
         InvoiceLine.objects.bulk_update(changed_lines, ["amount", "quantity", "unit_price"])
     covered = defaultdict(Decimal)
@@ -370,10 +371,7 @@ def _lock_for_settlement(invoice_pk: int, *, with_available: bool | None):
     holds = active_holds(invoice)
     if with_available is None:
         with_available = invoice.account.auto_apply_credits
-    q = Q(pk__in=list(holds))
-    if with_available:
-        q |= usable_grants_q(invoice)
-    grants = lock_grants_matching(q)
+    grants = lock_grants_for_settlement(holds, usable_for=invoice if with_available else None)
     # Re-read: a void or the expiry job releases a hold under its grant's lock, not the
     # invoice's, so the holds read before the grants were locked may be gone. (New holds need
     # the invoice's lock, held here, so nothing is missed, and no holds stay no holds.)
@@ -419,15 +417,10 @@ def invoice_finalize(*, invoice: Invoice, actor: Actor, now: datetime | None = N
     if invoice.total == 0:
         invoice.status = InvoiceStatus.PAID
         invoice.paid_at = now
-    invoice.save(
-        update_fields=[
-            "status",
-            "finalized_at",
-            "due_date",
-            "paid_at",
-            "credits_total",
-            "total",
-        ]
+    save_fields(
+        Invoice,
+        [invoice],
+        ["status", "finalized_at", "due_date", "paid_at", "credits_total", "total"],
     )
     _event(invoice, InvoiceEventKind.FINALIZED, actor, now, credits=str(invoice.credits_total))
     referrals_activate_for_account_locked(account=invoice.account, actor=actor, now=now)

@@ -5,12 +5,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
+from django.utils import timezone
 
 from credits.exceptions import BusinessRuleViolation, Conflict, ValidationFailed
+from credits.locking import lock_grants_for_settlement
 from credits.models import CreditGrant, LedgerEntry
 from credits.selectors import ledger_problems
 from credits.services import grant_void, grants_expire
 from invoices.models import Invoice, InvoiceLine
+from invoices.selectors import usable_grants_q
 from invoices.services import (
     credits_bulk_apply,
     invoice_apply_credit,
@@ -351,3 +355,28 @@ class TestPlans:
         assert CreditGrant.objects.filter(remaining=0).count() == 2
         assert InvoiceLine.objects.filter(kind="credit").count() == 2
         assert Invoice.objects.get(pk=invoice.pk).credits_total == D("100.00")
+
+
+def test_settlement_locks_exactly_the_grants_usable_grants_q_selects():
+    """credits.locking.lock_grants_for_settlement writes invoices.selectors.usable_grants_q's
+    condition in SQL; the two must select the same grants (and the holds' grants besides)."""
+    account, other = AccountFactory(), AccountFactory()
+    eur = AccountFactory(currency="EUR")
+    grants = [
+        make_grant(account, "10.00"),  # usable
+        make_grant(account, "20.00", type="refund"),  # usable
+        make_grant(account, "30.00", effective_at=timezone.now() + timedelta(days=2)),  # pending
+        make_grant(account, "15.00", currency="EUR"),  # other currency
+        make_grant(other, "40.00"),  # other account
+        make_grant(eur, "50.00"),
+    ]
+    voided = make_grant(account, "25.00")
+    grant_void(grant=voided, actor=TEST_ACTOR, reason="test")
+    draft = make_invoice(account, ("clusters", "1.00"))
+    expected = set(CreditGrant.objects.filter(usable_grants_q(draft)).values_list("pk", flat=True))
+    assert expected and voided.pk not in expected and grants[4].pk not in expected
+    with transaction.atomic():
+        assert set(lock_grants_for_settlement([], usable_for=draft)) == expected
+        both = lock_grants_for_settlement([grants[4].pk, voided.pk], usable_for=draft)
+        assert set(both) == expected | {grants[4].pk, voided.pk}
+        assert set(lock_grants_for_settlement([grants[5].pk])) == {grants[5].pk}
