@@ -307,14 +307,19 @@ def deliveries_send_due(
     worker: str = "",
     clock: Callable[[], datetime] = timezone.now,
 ) -> DeliveryReport:
-    """Send every delivery that is due (new ones, retries whose backoff has passed, and ones
-    whose worker died mid-attempt), in batches, until none is due. Two workers running this at
-    once take disjoint batches (row locks with SKIP LOCKED, then a lease)."""
+    """Send every delivery that is due when the run starts (new ones, retries whose backoff has
+    passed, and ones whose worker died mid-attempt), in batches. A delivery that fails here is
+    retried by a later run, never by this one, however short its backoff: one run is one
+    attempt per delivery. Two workers running this at once take disjoint batches (row locks
+    with SKIP LOCKED, then a lease)."""
     batch_size = batch_size or settings.NOTIFICATIONS_BATCH_SIZE
     report = DeliveryReport()
+    due_by = clock()
     for channel, size in ((Channel.EMAIL, batch_size), (Channel.WEBHOOK, WEBHOOK_BATCH_SIZE)):
         while True:
-            batch = _claim_batch(channel=channel, size=size, worker=worker, now=clock())
+            batch = _claim_batch(
+                channel=channel, size=size, worker=worker, now=clock(), due_by=due_by
+            )
             if not batch:
                 break
             send = _send_emails if channel == Channel.EMAIL else _send_webhooks
@@ -323,7 +328,9 @@ def deliveries_send_due(
     return report
 
 
-def _claim_batch(*, channel: str, size: int, worker: str, now: datetime) -> list[Delivery]:
+def _claim_batch(
+    *, channel: str, size: int, worker: str, now: datetime, due_by: datetime
+) -> list[Delivery]:
     lease = settings.NOTIFICATIONS_LEASE_SECONDS
     if channel == Channel.WEBHOOK:
         # Every webhook of a batch may run into its timeout; the lease must outlast that.
@@ -331,8 +338,8 @@ def _claim_batch(*, channel: str, size: int, worker: str, now: datetime) -> list
         lease = max(lease, int(settings.NOTIFICATIONS_WEBHOOK_TIMEOUT_SECONDS * rounds * 2))
     with transaction.atomic():
         due = Delivery.objects.filter(
-            Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            | Q(status=DeliveryStatus.SENDING, lease_until__lte=now),
+            Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=due_by)
+            | Q(status=DeliveryStatus.SENDING, lease_until__lte=due_by),
             channel=channel,
         ).order_by("next_attempt_at", "pk")
         if connection.features.has_select_for_update_skip_locked:
