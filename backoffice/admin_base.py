@@ -111,6 +111,20 @@ class FastChangelistMixin:
     list_per_page = 50
 
 
+class ReadOnlyMixin:
+    """A ModelAdmin whose rows nobody adds, changes or deletes, superusers included (written by
+    services, triggers or jobs only)."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 class ReadOnlyInline(admin.TabularInline):
     """History rows shown on a parent's page: never added, changed or deleted from there."""
 

@@ -73,10 +73,12 @@ def date_window(
 
 
 class CreditFilter(df.FilterSet):
+    """The credits list's parameters: validated here (filters.validated) and documented in the
+    schema; the view turns the cleaned values into a billing_api.credit_list.CreditQuery."""
+
     type = df.MultipleChoiceFilter(field_name="type", choices=_choices(GrantType.values))
     status = df.MultipleChoiceFilter(field_name="status", choices=_choices(GrantStatus.values))
     currency = df.ChoiceFilter(field_name="currency", choices=_choices(CURRENCIES))
-    # Resolved by the view to the account's primary key (one indexed range per account).
     accountId = df.CharFilter(method="filter_noop", max_length=64)
     dateRange = df.ChoiceFilter(choices=_choices(DATE_RANGES), method="filter_noop")
     startDate = df.DateFilter(method="filter_noop")
@@ -87,16 +89,6 @@ class CreditFilter(df.FilterSet):
         fields = []
 
     def filter_noop(self, queryset, name, value):
-        return queryset
-
-    def filter_queryset(self, queryset):
-        queryset = super().filter_queryset(queryset)
-        data = self.form.cleaned_data
-        start, end = date_window(data.get("dateRange"), data.get("startDate"), data.get("endDate"))
-        if start is not None:
-            queryset = queryset.filter(issued_at__gte=start)
-        if end is not None:
-            queryset = queryset.filter(issued_at__lt=end)
         return queryset
 
 

@@ -20,6 +20,7 @@ from backoffice import filters
 from backoffice.admin_base import (
     FastChangelistMixin,
     ReadOnlyInline,
+    ReadOnlyMixin,
     actor_for,
     apply_domain_error,
     badge,
@@ -70,20 +71,6 @@ def _changelist(model, **params) -> str:
     opts = model._meta
     url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
     return f"{url}?{urlencode(params)}" if params else url
-
-
-class ReadOnlyMixin:
-    """No add, change or delete for anyone, superusers included (rows written by services,
-    triggers or commands only)."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from backoffice.admin_base import ReadOnlyInline, ReadOnlyMixin
 from credits.actors import Actor
 from credits.exceptions import DomainError
 from credits.money import fmt
@@ -33,29 +34,8 @@ def status_badge(status: str):
     )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Rows written by the jobs only: nobody adds, edits or deletes them here."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class DeliveryInline(ReadOnlyInline):
@@ -72,13 +52,13 @@ class DeliveryInline(ReadOnlyInline):
         "delivered_at",
     )
     readonly_fields = fields
+    show_change_link = True
 
 
 class WarningInline(ReadOnlyInline):
     model = ExpiryWarning
     fields = ("grant", "threshold_days", "remaining", "currency", "expires_at")
     readonly_fields = fields
-    show_change_link = False
 
 
 @admin.register(ExpiryNotice)
@@ -129,7 +109,6 @@ class AttemptInline(ReadOnlyInline):
         "worker",
     )
     readonly_fields = fields
-    show_change_link = False
 
 
 @admin.register(Delivery)
